@@ -1,0 +1,253 @@
+//! The command line and environment, parsed once into typed values (clap derive; every flag has an
+//! environment variable). Nothing else in the crate reads the environment for settings.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::domain::MESSAGE_BYTES_CEILING;
+
+/// relay: an observability-first HTTP message relay.
+///
+/// Run with no arguments to serve the API and web app on http://127.0.0.1:8080, storing messages in
+/// ./data/relay.db (created on first start; survives restarts).
+#[derive(Debug, Parser)]
+#[command(name = "relay", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub serve: Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the API and the web app (the default when no command is given).
+    Serve,
+    /// Print the OpenAPI 3.1 document of the API and exit.
+    Openapi,
+}
+
+/// Everything the server needs to start.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "RELAY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Where messages live: `sqlite:PATH` (durable, the default) or `memory:` (lost on exit).
+    #[arg(long, env = "RELAY_STORE", default_value = "sqlite:./data/relay.db")]
+    pub store: StoreUri,
+
+    /// Log line format: `json` (one object per line, for machines) or `pretty` (for people).
+    #[arg(long, env = "RELAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+
+    /// Bearer token required by `PUT /saved`. Without one, the saved string cannot be changed.
+    #[arg(long, env = "RELAY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<AdminToken>,
+
+    /// Largest accepted request body, in bytes (larger requests get 413).
+    #[arg(long, env = "RELAY_MAX_BODY_BYTES", default_value_t = 256 * 1024,
+          value_parser = clap::value_parser!(u32).range(1024..=4 * 1024 * 1024))]
+    pub max_body_bytes: u32,
+
+    /// Largest accepted message, in bytes of UTF-8 (at most 358400, what a DynamoDB item can hold).
+    #[arg(long, env = "RELAY_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024,
+          value_parser = clap::value_parser!(u32).range(1..=MESSAGE_BYTES_CEILING as i64))]
+    pub max_message_bytes: u32,
+
+    /// Requests per second allowed per client IP on the API routes; `0` turns rate limiting off.
+    #[arg(long, env = "RELAY_RATE_LIMIT", default_value_t = 50)]
+    pub rate_limit: u32,
+
+    /// Requests a client may send in a burst above its rate (defaults to twice the rate).
+    #[arg(long, env = "RELAY_RATE_LIMIT_BURST")]
+    pub rate_limit_burst: Option<u32>,
+
+    /// Take the client IP for rate limiting from the first `X-Forwarded-For` address. Only behind a
+    /// proxy that sets it: otherwise clients can pick their own bucket.
+    #[arg(long, env = "RELAY_TRUST_FORWARDED_FOR")]
+    pub trust_forwarded_for: bool,
+
+    /// Longest time a request may take before it is answered with 503.
+    #[arg(long, env = "RELAY_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Browser origins allowed to call the API cross-origin (comma-separated), e.g.
+    /// `https://app.example.com`. Empty: same-origin only.
+    #[arg(long, env = "RELAY_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// How long a message read may be served from the in-process cache; `0s` turns the cache off.
+    #[arg(long, env = "RELAY_CACHE_TTL", default_value = "30s", value_parser = parse_duration)]
+    pub cache_ttl: Duration,
+
+    /// Most bytes of message text the cache holds.
+    #[arg(long, env = "RELAY_CACHE_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub cache_max_bytes: u64,
+
+    /// How often expired messages are removed (and uncounted). The count of messages may include
+    /// messages that expired less than this long ago.
+    #[arg(long, env = "RELAY_SWEEP_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub sweep_interval: Duration,
+
+    /// How long graceful shutdown waits for in-flight requests after SIGTERM/SIGINT.
+    #[arg(long, env = "RELAY_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// A configuration for tests and embedding: memory store, defaults everywhere else.
+    pub fn for_tests() -> Self {
+        let cli = Cli::parse_from(["relay", "--store", "memory:"]);
+        cli.serve
+    }
+
+    pub fn rate_limit_burst(&self) -> u32 {
+        self.rate_limit_burst
+            .unwrap_or(self.rate_limit.saturating_mul(2))
+            .max(1)
+    }
+}
+
+/// Which store to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUri {
+    Memory,
+    Sqlite(PathBuf),
+}
+
+impl FromStr for StoreUri {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once(':') {
+            Some(("memory", "")) => Ok(Self::Memory),
+            Some(("sqlite", path)) if !path.is_empty() => Ok(Self::Sqlite(PathBuf::from(path))),
+            _ => Err(format!(
+                "`{s}` is not a store: use `sqlite:PATH` (e.g. sqlite:./data/relay.db) or `memory:`"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for StoreUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Memory => f.write_str("memory:"),
+            Self::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// The admin token. Its `Debug` never shows the value, so it cannot leak through a logged config.
+#[derive(Clone)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+impl FromStr for AdminToken {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() < 16 {
+            return Err("the admin token must be at least 16 characters".into());
+        }
+        if !s.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("the admin token must be visible ASCII (no spaces)".into());
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// `250ms`, `10s`, `5m`, `1h`, or a bare number of seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration such as 250ms, 10s, 5m or 1h"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("`{s}`: the unit must be ms, s, m or h")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn store_uris_parse() {
+        assert_eq!("memory:".parse(), Ok(StoreUri::Memory));
+        assert_eq!(
+            "sqlite:/tmp/x.db".parse(),
+            Ok(StoreUri::Sqlite(PathBuf::from("/tmp/x.db")))
+        );
+        assert!("sqlite:".parse::<StoreUri>().is_err());
+        assert!("postgres://x".parse::<StoreUri>().is_err());
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+
+    #[test]
+    fn admin_tokens_are_long_and_never_printed() {
+        assert!("short".parse::<AdminToken>().is_err());
+        let token: AdminToken = "0123456789abcdef-secret"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!format!("{token:?}").contains("secret"));
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let cli = Cli::parse_from(["relay"]);
+        assert_eq!(cli.serve.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            cli.serve.store,
+            StoreUri::Sqlite(PathBuf::from("./data/relay.db"))
+        );
+        assert_eq!(cli.serve.rate_limit_burst(), 100);
+    }
+}

@@ -1,0 +1,148 @@
+//! Cross-cutting middleware written here (the rest is tower-http, applied in `startup`):
+//! request id hygiene, the request span + response event, and per-client rate limiting.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tower_http::request_id::{MakeRequestId, RequestId};
+use tracing::Instrument;
+
+use super::error::{ApiError, REQUEST_ID};
+use super::extract::ClientIp;
+use crate::telemetry::events::{
+    Event, HttpResponseSent, RateLimited, UNMATCHED_ROUTE, method_label,
+};
+
+/// Whether an incoming request id is safe to adopt: 1-128 characters of `A-Za-z0-9._:-`.
+/// Anything else (too long, spaces, control characters) is replaced, so ids are safe in logs and URLs.
+pub fn is_valid_request_id(value: &[u8]) -> bool {
+    (1..=128).contains(&value.len())
+        && value
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// Drop an incoming `x-request-id` that is not well-formed, so `SetRequestIdLayer` generates one.
+pub async fn drop_malformed_request_id(mut request: Request, next: Next) -> Response {
+    let valid = request
+        .headers()
+        .get(REQUEST_ID)
+        .is_none_or(|v| is_valid_request_id(v.as_bytes()));
+    if !valid {
+        request.headers_mut().remove(REQUEST_ID);
+    }
+    next.run(request).await
+}
+
+/// Request ids the relay generates: UUID v7, so they sort by time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MakeRequestUuidV7;
+
+impl MakeRequestId for MakeRequestUuidV7 {
+    fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
+        HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+/// Open the request span (request_id, method, route) and emit `HttpResponseSent` when the response
+/// is ready. `route` is the matched template, never the raw path.
+pub async fn observe(request: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = method_label(request.method());
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let span = tracing::info_span!("request", request_id = %request_id, method, route = %route);
+    let response = next.run(request).instrument(span.clone()).await;
+    span.in_scope(|| {
+        HttpResponseSent {
+            route: &route,
+            method,
+            status: response.status(),
+            latency: start.elapsed(),
+        }
+        .emit()
+    });
+    response
+}
+
+/// A keyed token bucket per client IP (governor, GCRA).
+pub struct RateLimit {
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    trust_forwarded_for: bool,
+}
+
+impl RateLimit {
+    /// `None` when `per_second` is 0 (rate limiting off).
+    pub fn new(per_second: u32, burst: u32, trust_forwarded_for: bool) -> Option<Arc<Self>> {
+        let rate = std::num::NonZeroU32::new(per_second)?;
+        let burst = std::num::NonZeroU32::new(burst).unwrap_or(rate);
+        let quota = Quota::per_second(rate).allow_burst(burst);
+        Some(Arc::new(Self {
+            limiter: RateLimiter::keyed(quota),
+            trust_forwarded_for,
+        }))
+    }
+
+    /// Forget clients whose buckets are full again, so memory stays bounded by recent clients.
+    pub fn forget_idle_clients(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+}
+
+pub async fn rate_limit(
+    State(limit): State<Arc<RateLimit>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let ClientIp(ip) = ClientIp::of(&parts, limit.trust_forwarded_for);
+    match limit.limiter.check_key(&ip) {
+        Ok(()) => next.run(Request::from_parts(parts, body)).await,
+        Err(not_until) => {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            // Round up: a client that waits the advertised time must be let through.
+            let retry_after =
+                Duration::from_secs(wait.as_secs() + u64::from(wait.subsec_nanos() > 0));
+            let route = parts
+                .extensions
+                .get::<MatchedPath>()
+                .map_or(UNMATCHED_ROUTE, |p| p.as_str());
+            RateLimited { route, retry_after }.emit();
+            ApiError::RateLimited { retry_after }.into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_adopted_only_when_well_formed() {
+        assert!(is_valid_request_id(b"abc-123_x.y:z"));
+        assert!(is_valid_request_id(b"1-67891234-abcdef012345678912345678"));
+        assert!(!is_valid_request_id(b""));
+        assert!(!is_valid_request_id(b"has space"));
+        assert!(!is_valid_request_id(b"line\nbreak"));
+        assert!(!is_valid_request_id("x".repeat(129).as_bytes()));
+    }
+}

@@ -1,0 +1,54 @@
+//! The HTTP API: one module per resource, each with `pub fn router() -> OpenApiRouter<AppState>`.
+//! Handlers translate HTTP to calls on the message service or the store, and nothing more.
+
+pub mod app_log;
+pub mod assets;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod layers;
+pub mod messages;
+pub mod openapi;
+pub mod paste;
+pub mod saved;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::config::AdminToken;
+use crate::domain::{MessageBody, Ttl};
+use crate::service::Messages;
+use crate::store::DynStore;
+use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub messages: Messages,
+    pub store: DynStore,
+    pub max_message_bytes: usize,
+    pub admin_token: Option<AdminToken>,
+    pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    /// Parse a message text against the configured limit: 400 when empty, 413 when too large.
+    pub fn parse_body(&self, text: &str) -> Result<MessageBody, ApiError> {
+        MessageBody::parse(text, self.max_message_bytes).map_err(|e| match e {
+            crate::domain::BodyError::Empty => ApiError::InvalidBody(e.to_string()),
+            crate::domain::BodyError::TooLarge { .. } => ApiError::PayloadTooLarge(e.to_string()),
+        })
+    }
+}
+
+/// Parse an optional time-to-live in seconds: 400 when out of range.
+pub fn parse_ttl(seconds: Option<i64>) -> Result<Option<Ttl>, ApiError> {
+    seconds
+        .map(Ttl::parse)
+        .transpose()
+        .map_err(|e| ApiError::InvalidBody(e.to_string()))
+}
+
+/// RFC 3339 in UTC with microseconds, the one timestamp format of the API.
+pub fn rfc3339(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}

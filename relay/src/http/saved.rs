@@ -1,0 +1,180 @@
+//! `/saved`: one string shared by every user and every instance (it lives in the store), shown as an
+//! HTML page and changed with an admin token. The value is always HTML-escaped when rendered.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Html;
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::error::{ApiError, ApiResult, Problem};
+use crate::domain::SavedValue;
+use crate::telemetry::events::{AuthFailure, Event, SavedStringUpdated};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get_saved, put_saved))
+}
+
+/// The page showing the saved string.
+#[utoipa::path(get, path = "/saved", tag = "saved",
+    responses(
+        (status = 200, description = "`<h1>The saved string is …</h1>`, HTML-escaped", body = String, content_type = "text/html"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_saved(State(state): State<AppState>) -> ApiResult<Html<String>> {
+    let value = state
+        .store
+        .get_saved()
+        .await?
+        .unwrap_or_else(SavedValue::default_value);
+    Ok(Html(render(&value)))
+}
+
+fn render(value: &SavedValue) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>Saved string</title></head>\n<body>\n<h1>The saved string is {}</h1>\n</body>\n</html>\n",
+        escape_html(value.as_str())
+    )
+}
+
+/// Escape text for an HTML text node or a quoted attribute value.
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#x27;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The JSON form of a new saved string.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SavedInput {
+    /// At most 4096 bytes.
+    #[schema(max_length = 4096, example = "hello from on-call")]
+    pub value: String,
+}
+
+/// Change the saved string (admin only).
+///
+/// Takes `text/plain` (the whole body is the value) or `application/json` (`{"value": "..."}`), and
+/// `Authorization: Bearer <admin token>`. Without a configured admin token the string is read-only (403).
+#[utoipa::path(put, path = "/saved", tag = "saved",
+    request_body(content(
+        (String = "text/plain"),
+        (SavedInput = "application/json"),
+    )),
+    security(("admin_token" = [])),
+    responses(
+        (status = 204, description = "Saved"),
+        (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "No admin token is configured: the saved string is read-only", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Value too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Neither text/plain nor JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn put_saved(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    authorize(&state, &headers).inspect_err(|e| {
+        if let ApiError::Unauthorized(reason) = e {
+            (*reason).emit();
+        } else {
+            AuthFailure::NotConfigured.emit();
+        }
+    })?;
+    let text = parse_saved_body(&headers, &body)?;
+    let value = SavedValue::parse(&text).map_err(|e| ApiError::PayloadTooLarge(e.to_string()))?;
+    state.store.put_saved(&value).await?;
+    SavedStringUpdated {
+        bytes: value.as_str().len(),
+    }
+    .emit();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn authorize(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
+    let Some(expected) = &state.admin_token else {
+        return Err(ApiError::WritesDisabled);
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(ApiError::Unauthorized(AuthFailure::Missing))?;
+    // Constant-time, so response timing does not reveal how much of a guess was right.
+    if bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized(AuthFailure::Wrong))
+    }
+}
+
+fn parse_saved_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<String> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::InvalidBody("the body is not valid UTF-8".into()));
+    match content_type.as_str() {
+        "text/plain" => Ok(text?.to_owned()),
+        "application/json" => {
+            let input: SavedInput = serde_json::from_str(text?).map_err(|e| {
+                ApiError::InvalidBody(format!("expected {{\"value\": \"...\"}}: {e}"))
+            })?;
+            Ok(input.value)
+        }
+        _ => Err(ApiError::UnsupportedMediaType(
+            "send the value as text/plain, or as application/json {\"value\": \"...\"}".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_covers_every_html_special_character() {
+        assert_eq!(
+            escape_html("<script>alert('x')</script> & \"q\""),
+            "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; &quot;q&quot;"
+        );
+        assert_eq!(escape_html("plain ✓"), "plain ✓");
+    }
+
+    #[test]
+    fn the_page_holds_the_escaped_value_in_its_heading() {
+        let value = SavedValue::parse("<b>hi</b>").unwrap_or_else(|_| SavedValue::default_value());
+        let page = render(&value);
+        assert!(
+            page.contains("<h1>The saved string is &lt;b&gt;hi&lt;/b&gt;</h1>"),
+            "{page}"
+        );
+    }
+}

@@ -1,0 +1,16 @@
+//! relay: an observability-first HTTP message relay. A guided tour of the crate:
+
+/// The command line and environment, parsed once into typed values.
+pub mod config;
+/// Parsed domain values: ids, bodies, TTLs, revisions, cursors. No I/O.
+pub mod domain;
+/// The HTTP API: one module per resource, errors as problem details, middleware.
+pub mod http;
+/// The message service shared by `/messages` and `/paste`: store + cache + events.
+pub mod service;
+/// Build the Router and serve it.
+pub mod startup;
+/// The `Store` trait, its backends, and the conformance suite they all pass.
+pub mod store;
+/// Logs, metrics, the metric catalog and the typed events that emit both.
+pub mod telemetry;

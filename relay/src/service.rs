@@ -1,0 +1,228 @@
+//! The message service: what `/messages` and `/paste` share. It puts the read-through cache in front of
+//! the store, checks idempotent retries, and emits the message events. Handlers only translate HTTP.
+//!
+//! Cache rules (single instance: never stale; several instances: stale for at most the cache TTL):
+//! - entries never outlive the message's own expiry, and expired entries are never served;
+//! - an update puts the new revision in the cache; a read never replaces a newer revision with an older one;
+//! - a delete leaves a tombstone, so a read racing the delete cannot put the message back.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use moka::Expiry;
+use moka::future::Cache;
+use moka::ops::compute::Op;
+
+use crate::domain::{IdempotencyKey, Message, MessageBody, MessageId, MessageUpdate, Ttl, now};
+use crate::http::error::{ApiError, ApiResult};
+use crate::store::{Created, DynStore};
+use crate::telemetry::events::{CacheLookup, Event, MessageEvent};
+
+/// The result of a create: whether it wrote a message or replayed an earlier one.
+#[derive(Debug, Clone)]
+pub enum CreateOutcome {
+    Created(Message),
+    Replayed(Message),
+}
+
+impl CreateOutcome {
+    pub fn message(&self) -> &Message {
+        match self {
+            Self::Created(m) | Self::Replayed(m) => m,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Messages {
+    store: DynStore,
+    cache: Option<MessageCache>,
+}
+
+impl Messages {
+    /// `cache_ttl` zero turns the cache off.
+    pub fn new(store: DynStore, cache_ttl: Duration, cache_max_bytes: u64) -> Self {
+        let cache = (!cache_ttl.is_zero()).then(|| MessageCache::new(cache_ttl, cache_max_bytes));
+        Self { store, cache }
+    }
+
+    pub fn store(&self) -> &DynStore {
+        &self.store
+    }
+
+    pub async fn create(
+        &self,
+        body: MessageBody,
+        ttl: Option<Ttl>,
+        key: Option<IdempotencyKey>,
+    ) -> ApiResult<CreateOutcome> {
+        let message = Message::new(body, ttl);
+        match self.store.create_message(&message, key.as_ref()).await? {
+            Created::New => {
+                MessageEvent::Created.emit();
+                if let Some(cache) = &self.cache {
+                    cache.offer(message.clone()).await;
+                }
+                Ok(CreateOutcome::Created(message))
+            }
+            Created::Replayed(first) => {
+                // A retry must be the same request: same text, same time-to-live.
+                let same =
+                    first.body == message.body && first.ttl_seconds() == message.ttl_seconds();
+                if !same {
+                    return Err(ApiError::IdempotencyKeyReused);
+                }
+                MessageEvent::IdempotentReplay.emit();
+                Ok(CreateOutcome::Replayed(first))
+            }
+        }
+    }
+
+    pub async fn get(&self, id: MessageId) -> ApiResult<Message> {
+        let now = now();
+        if let Some(cache) = &self.cache {
+            match cache.lookup(id, now).await {
+                Some(found) => {
+                    CacheLookup::Hit.emit();
+                    let message = found.ok_or(ApiError::MessageNotFound)?;
+                    MessageEvent::Read.emit();
+                    return Ok(message);
+                }
+                None => CacheLookup::Miss.emit(),
+            }
+        }
+        let message = self
+            .store
+            .get_message(id, now)
+            .await?
+            .ok_or(ApiError::MessageNotFound)?;
+        if let Some(cache) = &self.cache {
+            cache.offer(message.clone()).await;
+        }
+        MessageEvent::Read.emit();
+        Ok(message)
+    }
+
+    pub async fn update(&self, update: MessageUpdate) -> ApiResult<Message> {
+        let message = self.store.update_message(&update, now()).await?;
+        if let Some(cache) = &self.cache {
+            cache.offer(message.clone()).await;
+        }
+        MessageEvent::Updated.emit();
+        Ok(message)
+    }
+
+    pub async fn delete(&self, id: MessageId) -> ApiResult<Message> {
+        let result = self.store.delete_message(id, now()).await;
+        if let Some(cache) = &self.cache {
+            // On success and on not-found alike: either way the id must not be served from the cache.
+            if matches!(result, Ok(_) | Err(crate::store::StoreError::NotFound)) {
+                cache.tombstone(id).await;
+            }
+        }
+        let message = result?;
+        MessageEvent::Deleted.emit();
+        Ok(message)
+    }
+
+    pub async fn count(&self) -> ApiResult<u64> {
+        Ok(self.store.count_messages().await?)
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Cached {
+    Present(Message),
+    Deleted,
+}
+
+#[derive(Clone)]
+struct MessageCache {
+    entries: Cache<MessageId, Cached>,
+}
+
+impl MessageCache {
+    fn new(ttl: Duration, max_bytes: u64) -> Self {
+        let entries = Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|_, v: &Cached| match v {
+                // The body plus a rough allowance for the entry itself.
+                Cached::Present(m) => u32::try_from(m.body.len())
+                    .unwrap_or(u32::MAX)
+                    .saturating_add(160),
+                Cached::Deleted => 64,
+            })
+            .expire_after(EntryExpiry { ttl })
+            .build();
+        Self { entries }
+    }
+
+    /// `None`: not cached. `Some(None)`: known not to exist (deleted or expired). `Some(Some(m))`: a hit.
+    async fn lookup(&self, id: MessageId, now: DateTime<Utc>) -> Option<Option<Message>> {
+        match self.entries.get(&id).await? {
+            Cached::Present(m) if !m.is_expired_at(now) => Some(Some(m)),
+            Cached::Present(_) | Cached::Deleted => Some(None),
+        }
+    }
+
+    /// Cache `message` unless the cache knows a newer revision or a deletion.
+    async fn offer(&self, message: Message) {
+        self.entries
+            .entry(message.id)
+            .and_compute_with(|existing| {
+                let op = match existing.map(|e| e.into_value()) {
+                    Some(Cached::Deleted) => Op::Nop,
+                    Some(Cached::Present(current)) if current.revision >= message.revision => {
+                        Op::Nop
+                    }
+                    _ => Op::Put(Cached::Present(message)),
+                };
+                std::future::ready(op)
+            })
+            .await;
+    }
+
+    async fn tombstone(&self, id: MessageId) {
+        self.entries.insert(id, Cached::Deleted).await;
+    }
+}
+
+struct EntryExpiry {
+    ttl: Duration,
+}
+
+impl EntryExpiry {
+    fn lifetime(&self, value: &Cached) -> Duration {
+        match value {
+            Cached::Present(Message {
+                expires_at: Some(expiry),
+                ..
+            }) => {
+                let left = (*expiry - now()).to_std().unwrap_or(Duration::ZERO);
+                left.min(self.ttl)
+            }
+            _ => self.ttl,
+        }
+    }
+}
+
+impl Expiry<MessageId, Cached> for EntryExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &MessageId,
+        value: &Cached,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(self.lifetime(value))
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &MessageId,
+        value: &Cached,
+        _updated_at: std::time::Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(self.lifetime(value))
+    }
+}

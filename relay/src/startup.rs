@@ -1,0 +1,297 @@
+//! Build the application from a `Config`: open the store, assemble the one Router (routes, state, and
+//! every layer, applied once), start the background tasks, and serve until a shutdown signal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::config::{Config, StoreUri};
+use crate::domain::now;
+use crate::http::error::{ApiError, finish_problems};
+use crate::http::extract::truncate;
+use crate::http::layers::{
+    MakeRequestUuidV7, RateLimit, drop_malformed_request_id, observe, rate_limit,
+};
+use crate::http::openapi::ApiDoc;
+use crate::http::{AppState, app_log, assets, health, messages, paste, saved};
+use crate::service::Messages;
+use crate::store::instrumented::InstrumentedStore;
+use crate::store::memory::MemoryStore;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{DynStore, StoreError};
+use crate::telemetry;
+use crate::telemetry::events::{Event, MessagesExpired, RelayStarted};
+
+/// The most expired messages one sweep transaction removes.
+const SWEEP_BATCH: usize = 1000;
+
+/// Content-Security-Policy for everything served: the web app loads only its own files.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+/// A built application: its router, its store, and its background tasks.
+pub struct App {
+    pub router: Router,
+    pub store: DynStore,
+    pub openapi: utoipa::openapi::OpenApi,
+    background: Vec<JoinHandle<()>>,
+}
+
+/// Open the store named by the configuration, wrapped for telemetry.
+pub fn open_store(uri: &StoreUri) -> Result<DynStore, StoreError> {
+    let inner: DynStore = match uri {
+        StoreUri::Memory => Arc::new(MemoryStore::new()),
+        StoreUri::Sqlite(path) => Arc::new(SqliteStore::open(path)?),
+    };
+    Ok(Arc::new(InstrumentedStore::new(inner)))
+}
+
+/// Build the application over an already opened store.
+pub fn build(config: &Config, store: DynStore) -> App {
+    let state = AppState {
+        messages: Messages::new(store.clone(), config.cache_ttl, config.cache_max_bytes),
+        store: store.clone(),
+        max_message_bytes: config.max_message_bytes as usize,
+        admin_token: config.admin_token.clone(),
+        metrics: telemetry::metrics_handle(),
+    };
+    let mut background = Vec::new();
+
+    let mut api = OpenApiRouter::new()
+        .merge(messages::router())
+        .merge(paste::router())
+        .merge(app_log::router())
+        .merge(saved::router());
+    if let Some(limit) = RateLimit::new(
+        config.rate_limit,
+        config.rate_limit_burst(),
+        config.trust_forwarded_for,
+    ) {
+        api = api.layer(from_fn_with_state(limit.clone(), rate_limit));
+        background.push(tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                limit.forget_idle_clients();
+            }
+        }));
+    }
+
+    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(api)
+        .merge(health::router())
+        .merge(assets::router())
+        .split_for_parts();
+    let spec = Arc::new(openapi.clone());
+    let router = router
+        .route(
+            "/openapi.json",
+            get(move || {
+                let spec = spec.clone();
+                async move { axum::Json(spec.as_ref().clone()) }
+            }),
+        )
+        .fallback(route_not_found)
+        // Layers listed innermost first: each `layer` call wraps everything above it. (One call per
+        // layer rather than one ServiceBuilder, because Router::layer turns each layer's response back
+        // into an axum Response, which the `from_fn` middlewares need.)
+        .layer(DefaultBodyLimit::max(config.max_body_bytes as usize))
+        .layer(RequestBodyLimitLayer::new(config.max_body_bytes as usize))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            config.request_timeout,
+        ))
+        // Everything inside this point may answer with a bare error; from here out, errors are problems.
+        .layer(from_fn(finish_problems))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ));
+    let router = match cors(&config.cors_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    let router = router
+        // Compression outside the problem writer, so it compresses the final body.
+        .layer(CompressionLayer::new())
+        .layer(from_fn(observe))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuidV7))
+        .layer(from_fn(drop_malformed_request_id))
+        .with_state(state);
+
+    background.push(spawn_sweeper(store.clone(), config.sweep_interval));
+    App {
+        router,
+        store,
+        openapi,
+        background,
+    }
+}
+
+async fn route_not_found(request: Request) -> Response {
+    ApiError::RouteNotFound(truncate(request.uri().path(), 128)).into_response()
+}
+
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter(|o| !o.trim().is_empty())
+        .filter_map(|o| HeaderValue::from_str(o.trim()).ok())
+        .collect();
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                header::IF_MATCH,
+                header::IF_NONE_MATCH,
+                HeaderName::from_static("idempotency-key"),
+                HeaderName::from_static("x-request-id"),
+            ])
+            .expose_headers([
+                HeaderName::from_static("x-request-id"),
+                header::ETAG,
+                header::LOCATION,
+                header::RETRY_AFTER,
+                HeaderName::from_static("idempotency-replayed"),
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+/// Remove expired messages every `interval`, in batches, so the count stays within one interval of exact.
+fn spawn_sweeper(store: DynStore, interval: Duration) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(interval.max(Duration::from_millis(100)));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            loop {
+                // Failures are logged and counted by the instrumented store; try again next tick.
+                let Ok(removed) = store.sweep_expired(now(), SWEEP_BATCH).await else {
+                    break;
+                };
+                MessagesExpired { count: removed }.emit();
+                if (removed as usize) < SWEEP_BATCH {
+                    break;
+                }
+            }
+        }
+    })
+}
+
+impl App {
+    /// Serve on `listener` until SIGTERM/SIGINT (or `shutdown` resolves), then drain for at most `grace`
+    /// and close the store.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+        grace: Duration,
+    ) -> std::io::Result<()> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let mut graceful = stop_rx.clone();
+        let mut deadline = stop_rx;
+        let server = axum::serve(
+            listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = graceful.wait_for(|stop| *stop).await;
+            tracing::info!(message = "Shutting down: draining in-flight requests.");
+        });
+        tokio::select! {
+            result = server => result?,
+            _ = async {
+                let _ = deadline.wait_for(|stop| *stop).await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!(message = "Shutdown grace period over; closing remaining connections.");
+            }
+        }
+        for task in &self.background {
+            task.abort();
+        }
+        self.store.close().await;
+        tracing::info!(message = "Relay stopped.");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
+
+/// Open the store, build the app, bind and serve: what `relay serve` does.
+pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let store = open_store(&config.store)?;
+    let app = build(&config, store);
+    let listener = TcpListener::bind(config.listen).await?;
+    let local = listener.local_addr()?;
+    RelayStarted {
+        listen: &local.to_string(),
+        store: &config.store.to_string(),
+    }
+    .emit();
+    app.serve(listener, shutdown_signal(), config.shutdown_grace)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,126 @@
+//! A `Store` wrapper that times every operation and emits `StoreOperationCompleted` for it, so every
+//! backend is observed the same way without a line of telemetry inside the backends.
+
+use std::future::Future;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::{Backend, Created, DynStore, Store, StoreResult};
+use crate::domain::{
+    IdempotencyKey, LogCursor, LogPage, Message, MessageId, MessageUpdate, PageLimit, SavedValue,
+};
+use crate::telemetry::events::{Event, StoreOp, StoreOperationCompleted};
+
+pub struct InstrumentedStore {
+    inner: DynStore,
+}
+
+impl InstrumentedStore {
+    pub fn new(inner: DynStore) -> Self {
+        Self { inner }
+    }
+
+    async fn timed<T>(
+        &self,
+        op: StoreOp,
+        call: impl Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
+        let start = Instant::now();
+        let result = call.await;
+        StoreOperationCompleted {
+            backend: self.inner.backend(),
+            op,
+            latency: start.elapsed(),
+            error: result.as_ref().err(),
+        }
+        .emit();
+        result
+    }
+}
+
+#[async_trait]
+impl Store for InstrumentedStore {
+    fn backend(&self) -> Backend {
+        self.inner.backend()
+    }
+
+    async fn create_message(
+        &self,
+        message: &Message,
+        key: Option<&IdempotencyKey>,
+    ) -> StoreResult<Created> {
+        self.timed(
+            StoreOp::CreateMessage,
+            self.inner.create_message(message, key),
+        )
+        .await
+    }
+
+    async fn get_message(&self, id: MessageId, now: DateTime<Utc>) -> StoreResult<Option<Message>> {
+        self.timed(StoreOp::GetMessage, self.inner.get_message(id, now))
+            .await
+    }
+
+    async fn update_message(
+        &self,
+        update: &MessageUpdate,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Message> {
+        self.timed(
+            StoreOp::UpdateMessage,
+            self.inner.update_message(update, now),
+        )
+        .await
+    }
+
+    async fn delete_message(&self, id: MessageId, now: DateTime<Utc>) -> StoreResult<Message> {
+        self.timed(StoreOp::DeleteMessage, self.inner.delete_message(id, now))
+            .await
+    }
+
+    async fn count_messages(&self) -> StoreResult<u64> {
+        self.timed(StoreOp::CountMessages, self.inner.count_messages())
+            .await
+    }
+
+    async fn sweep_expired(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<u64> {
+        self.timed(StoreOp::SweepExpired, self.inner.sweep_expired(now, limit))
+            .await
+    }
+
+    async fn append_timestamp(&self, at: DateTime<Utc>) -> StoreResult<()> {
+        self.timed(StoreOp::AppendTimestamp, self.inner.append_timestamp(at))
+            .await
+    }
+
+    async fn list_timestamps(
+        &self,
+        limit: PageLimit,
+        cursor: Option<LogCursor>,
+    ) -> StoreResult<LogPage> {
+        self.timed(
+            StoreOp::ListTimestamps,
+            self.inner.list_timestamps(limit, cursor),
+        )
+        .await
+    }
+
+    async fn get_saved(&self) -> StoreResult<Option<SavedValue>> {
+        self.timed(StoreOp::GetSaved, self.inner.get_saved()).await
+    }
+
+    async fn put_saved(&self, value: &SavedValue) -> StoreResult<()> {
+        self.timed(StoreOp::PutSaved, self.inner.put_saved(value))
+            .await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.timed(StoreOp::Ping, self.inner.ping()).await
+    }
+
+    async fn close(&self) {
+        self.inner.close().await;
+    }
+}

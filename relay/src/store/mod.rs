@@ -1,0 +1,154 @@
+//! Storage: the `Store` trait every backend implements, and the errors it may return.
+//!
+//! A store knows nothing of HTTP or caching. Every backend must pass the one conformance suite in
+//! [`conformance`]; behaviour that differs between backends is a bug in a backend, not a feature.
+
+pub mod conformance;
+pub mod instrumented;
+pub mod memory;
+pub mod sqlite;
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::{
+    IdempotencyKey, LogCursor, LogPage, Message, MessageId, MessageUpdate, PageLimit, SavedValue,
+};
+
+/// What can go wrong in a store. `code()` is bounded: it is used as a metric label and picks the status.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No such message (or it has expired).
+    #[error("no such message")]
+    NotFound,
+    /// An `If-Match` precondition did not hold.
+    #[error("the message has changed since the given ETag")]
+    PreconditionFailed,
+    /// The store is reachable but refuses work for now (busy, throttled): retry later.
+    #[error("the store is busy: {0}")]
+    Busy(String),
+    /// The store cannot be reached or has shut down.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else: a bug or corruption, never a client mistake.
+    #[error("store failure: {0}")]
+    Internal(String),
+}
+
+impl StoreError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotFound => "not_found",
+            Self::PreconditionFailed => "precondition_failed",
+            Self::Busy(_) => "busy",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// Whether this error says something about the store's health (as opposed to the request).
+    pub fn is_fault(&self) -> bool {
+        matches!(
+            self,
+            Self::Busy(_) | Self::Unavailable(_) | Self::Internal(_)
+        )
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The backend behind a store, a bounded metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    Sqlite,
+}
+
+impl Backend {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Sqlite => "sqlite",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The outcome of a create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// The message was written.
+    New,
+    /// The idempotency key had been used: nothing was written; this is the message the first request created,
+    /// as it was then.
+    Replayed(Message),
+}
+
+/// Storage for messages, the timestamp log and the saved string.
+///
+/// Counting: `count_messages` is O(1) and exact for creates and deletes. Messages that expire stay counted
+/// until `sweep_expired` removes them, so the count may include messages expired within one sweep interval.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+
+    /// Write a new message. With a key: if the key was used within [`IdempotencyKey::RETENTION`], write
+    /// nothing and return the first message; otherwise write the message and remember the key, atomically.
+    async fn create_message(
+        &self,
+        message: &Message,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> StoreResult<Created>;
+
+    /// A message that exists and has not expired at `now`.
+    async fn get_message(&self, id: MessageId, now: DateTime<Utc>) -> StoreResult<Option<Message>>;
+
+    /// Replace a message's body and expiry if it exists, has not expired and the precondition holds.
+    /// Returns the message as stored, with its revision incremented.
+    async fn update_message(
+        &self,
+        update: &MessageUpdate,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Message>;
+
+    /// Delete a message that exists and has not expired; return it as it was. Decrements the count once.
+    async fn delete_message(&self, id: MessageId, now: DateTime<Utc>) -> StoreResult<Message>;
+
+    /// The number of stored messages, in O(1).
+    async fn count_messages(&self) -> StoreResult<u64>;
+
+    /// Remove up to `limit` messages (and idempotency records) that expired before `now`; return how many
+    /// messages were removed.
+    async fn sweep_expired(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<u64>;
+
+    /// Append a timestamp to the `/app` log.
+    async fn append_timestamp(&self, at: DateTime<Utc>) -> StoreResult<()>;
+
+    /// A page of the `/app` log, newest first, starting after `cursor`.
+    async fn list_timestamps(
+        &self,
+        limit: PageLimit,
+        cursor: Option<LogCursor>,
+    ) -> StoreResult<LogPage>;
+
+    /// The saved string, if one was ever saved.
+    async fn get_saved(&self) -> StoreResult<Option<SavedValue>>;
+
+    async fn put_saved(&self, value: &SavedValue) -> StoreResult<()>;
+
+    /// A cheap round trip that proves the store can serve requests (for `/readyz`).
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Finish in-flight writes and release resources; called once on graceful shutdown.
+    async fn close(&self) {}
+}
+
+pub type DynStore = Arc<dyn Store>;

@@ -1,0 +1,294 @@
+//! Every thing that happens while serving, as one type that emits its log line and its metric together,
+//! so the two can never drift. Raw `metrics::*!` macros and metric names appear only in this file.
+//!
+//! Must never: log message contents or tokens, or use a label value that is not from a bounded set.
+
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+
+use super::names::Metric;
+use crate::store::{Backend, StoreError};
+
+/// An event: emitting it writes its log line and updates its metrics.
+pub trait Event {
+    fn emit(self);
+}
+
+/// The HTTP method as a bounded label value.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "OTHER",
+    }
+}
+
+/// The status class as a bounded label value.
+pub fn status_class(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// The route label for a request no route matched.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// A response was sent. `route` is the matched route template (bounded by the router), never a raw path.
+pub struct HttpResponseSent<'a> {
+    pub route: &'a str,
+    pub method: &'static str,
+    pub status: StatusCode,
+    pub latency: Duration,
+}
+
+impl Event for HttpResponseSent<'_> {
+    fn emit(self) {
+        let latency_ms = self.latency.as_secs_f64() * 1000.0;
+        let status = self.status.as_u16();
+        if self.status.is_server_error() {
+            tracing::error!(message = "Request failed.", status, latency_ms);
+        } else {
+            tracing::info!(message = "Request finished.", status, latency_ms);
+        }
+        let route = self.route.to_owned();
+        metrics::counter!(Metric::HttpRequestsTotal.as_str(), "route" => route.clone(),
+            "method" => self.method, "status_class" => status_class(self.status))
+        .increment(1);
+        metrics::histogram!(Metric::HttpRequestDurationSeconds.as_str(), "route" => route,
+            "method" => self.method)
+        .record(self.latency.as_secs_f64());
+    }
+}
+
+/// Store operations, a bounded label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOp {
+    CreateMessage,
+    GetMessage,
+    UpdateMessage,
+    DeleteMessage,
+    CountMessages,
+    SweepExpired,
+    AppendTimestamp,
+    ListTimestamps,
+    GetSaved,
+    PutSaved,
+    Ping,
+}
+
+impl StoreOp {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::CreateMessage => "create_message",
+            Self::GetMessage => "get_message",
+            Self::UpdateMessage => "update_message",
+            Self::DeleteMessage => "delete_message",
+            Self::CountMessages => "count_messages",
+            Self::SweepExpired => "sweep_expired",
+            Self::AppendTimestamp => "append_timestamp",
+            Self::ListTimestamps => "list_timestamps",
+            Self::GetSaved => "get_saved",
+            Self::PutSaved => "put_saved",
+            Self::Ping => "ping",
+        }
+    }
+}
+
+/// A store operation finished, well or badly.
+pub struct StoreOperationCompleted<'a> {
+    pub backend: Backend,
+    pub op: StoreOp,
+    pub latency: Duration,
+    pub error: Option<&'a StoreError>,
+}
+
+impl Event for StoreOperationCompleted<'_> {
+    fn emit(self) {
+        let backend = self.backend.as_str();
+        let op = self.op.as_str();
+        let latency_ms = self.latency.as_secs_f64() * 1000.0;
+        metrics::histogram!(Metric::StoreOperationDurationSeconds.as_str(), "backend" => backend, "op" => op)
+            .record(self.latency.as_secs_f64());
+        match self.error {
+            None => tracing::debug!(
+                message = "Store operation finished.",
+                backend,
+                op,
+                latency_ms,
+                outcome = "ok"
+            ),
+            Some(error) if !error.is_fault() => {
+                tracing::debug!(
+                    message = "Store operation finished.",
+                    backend,
+                    op,
+                    latency_ms,
+                    outcome = error.code()
+                );
+            }
+            Some(error) => {
+                tracing::error!(message = "Store operation failed.", backend, op, latency_ms,
+                    outcome = "error", error_code = error.code(), error = %error);
+                metrics::counter!(Metric::StoreErrorsTotal.as_str(), "backend" => backend, "op" => op,
+                    "error_code" => error.code())
+                .increment(1);
+            }
+        }
+    }
+}
+
+/// What happened to a message, for the per-outcome counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageEvent {
+    Created,
+    Read,
+    Updated,
+    Deleted,
+    IdempotentReplay,
+}
+
+impl Event for MessageEvent {
+    fn emit(self) {
+        let (metric, message) = match self {
+            Self::Created => (Metric::MessagesCreatedTotal, "Message created."),
+            Self::Read => (Metric::MessagesReadTotal, "Message read."),
+            Self::Updated => (Metric::MessagesUpdatedTotal, "Message updated."),
+            Self::Deleted => (Metric::MessagesDeletedTotal, "Message deleted."),
+            Self::IdempotentReplay => (
+                Metric::IdempotentReplaysTotal,
+                "Create replayed for a repeated Idempotency-Key.",
+            ),
+        };
+        tracing::debug!(message);
+        metrics::counter!(metric.as_str()).increment(1);
+    }
+}
+
+/// The sweeper removed expired messages.
+pub struct MessagesExpired {
+    pub count: u64,
+}
+
+impl Event for MessagesExpired {
+    fn emit(self) {
+        if self.count > 0 {
+            tracing::info!(message = "Expired messages removed.", count = self.count);
+        }
+        metrics::counter!(Metric::MessagesExpiredTotal.as_str()).increment(self.count);
+    }
+}
+
+/// A request was refused by the rate limiter.
+pub struct RateLimited<'a> {
+    pub route: &'a str,
+    pub retry_after: Duration,
+}
+
+impl Event for RateLimited<'_> {
+    fn emit(self) {
+        tracing::info!(
+            message = "Request rate limited.",
+            retry_after_ms = self.retry_after.as_millis() as u64
+        );
+        metrics::counter!(Metric::RateLimitedTotal.as_str(), "route" => self.route.to_owned())
+            .increment(1);
+    }
+}
+
+/// A read by id was answered from the cache, or not.
+pub enum CacheLookup {
+    Hit,
+    Miss,
+}
+
+impl Event for CacheLookup {
+    fn emit(self) {
+        let (metric, outcome) = match self {
+            Self::Hit => (Metric::CacheHitsTotal, "hit"),
+            Self::Miss => (Metric::CacheMissesTotal, "miss"),
+        };
+        tracing::trace!(message = "Cache lookup.", outcome);
+        metrics::counter!(metric.as_str()).increment(1);
+    }
+}
+
+/// A timestamp was appended to the `/app` log.
+pub struct AppTimestampAppended;
+
+impl Event for AppTimestampAppended {
+    fn emit(self) {
+        tracing::debug!(message = "Timestamp appended.");
+        metrics::counter!(Metric::AppTimestampsTotal.as_str()).increment(1);
+    }
+}
+
+/// The saved string changed (its value is never logged).
+pub struct SavedStringUpdated {
+    pub bytes: usize,
+}
+
+impl Event for SavedStringUpdated {
+    fn emit(self) {
+        tracing::info!(message = "Saved string updated.", bytes = self.bytes);
+        metrics::counter!(Metric::SavedStringUpdatesTotal.as_str()).increment(1);
+    }
+}
+
+/// Why a write to the saved string was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No admin token is configured, so the saved string is read-only.
+    NotConfigured,
+    Missing,
+    Wrong,
+}
+
+impl AuthFailure {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::NotConfigured => "not_configured",
+            Self::Missing => "missing",
+            Self::Wrong => "wrong",
+        }
+    }
+}
+
+impl Event for AuthFailure {
+    fn emit(self) {
+        tracing::warn!(
+            message = "Admin authentication failed.",
+            reason = self.as_str()
+        );
+        metrics::counter!(Metric::AdminAuthFailuresTotal.as_str(), "reason" => self.as_str())
+            .increment(1);
+    }
+}
+
+/// The relay started: sets the build-info gauge.
+pub struct RelayStarted<'a> {
+    pub listen: &'a str,
+    pub store: &'a str,
+}
+
+impl Event for RelayStarted<'_> {
+    fn emit(self) {
+        let version = env!("CARGO_PKG_VERSION");
+        tracing::info!(
+            message = "Relay started.",
+            listen = self.listen,
+            store = self.store,
+            version
+        );
+        metrics::gauge!(Metric::BuildInfo.as_str(), "version" => version).set(1.0);
+    }
+}
