@@ -1,0 +1,188 @@
+//! `spawn_app()` starts the relay on 127.0.0.1:0 in this process and returns a `TestApp` with typed
+//! helpers. Logs print only when `TEST_LOG` is set.
+
+use std::net::SocketAddr;
+use std::sync::Once;
+use std::time::Duration;
+
+use relay::config::{Config, LogFormat, StoreUri};
+use relay::startup;
+use relay::store::DynStore;
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub store: DynStore,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+fn init_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            relay::telemetry::init_logging(LogFormat::Pretty);
+        }
+    });
+}
+
+/// A relay on the memory store with rate limiting off.
+pub async fn spawn_app() -> TestApp {
+    spawn_with(|_| {}).await
+}
+
+/// A relay with the test defaults changed by `configure`.
+pub async fn spawn_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    init_logs();
+    let mut config = Config::for_tests();
+    config.rate_limit = 0;
+    configure(&mut config);
+    let store = startup::open_store(&config.store).expect("open store");
+    let app = startup::build(&config, store.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.serve(
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(5),
+    ));
+    TestApp {
+        addr,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client"),
+        store,
+        stop: Some(stop),
+        server: Some(server),
+    }
+}
+
+/// A sqlite store in a fresh temporary directory (kept alive by the returned guard).
+pub fn temp_sqlite() -> (tempfile::TempDir, StoreUri) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let uri = StoreUri::Sqlite(dir.path().join("relay.db"));
+    (dir, uri)
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn post_message(&self, body: Value) -> Response {
+        self.client
+            .post(self.url("/messages"))
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Create a message and return its resource; panics unless the relay answers 201.
+    pub async fn create(&self, text: &str, ttl: Option<i64>) -> Value {
+        let mut body = json!({ "message": text });
+        if let Some(ttl) = ttl {
+            body["ttl_seconds"] = json!(ttl);
+        }
+        let response = self.post_message(body).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.expect("json")
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn delete(&self, path: &str) -> Response {
+        self.client
+            .delete(self.url(path))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn put_json(&self, path: &str, body: Value) -> Response {
+        self.client
+            .put(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn count(&self) -> u64 {
+        let response = self.get("/messages").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.expect("json");
+        body["count"].as_u64().expect("count is a number")
+    }
+
+    /// Stop serving and close the store (as SIGTERM would).
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("serve");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Assert `response` is a problem document with `status`, the given type suffix and a request id
+/// equal to the `x-request-id` header; return the body.
+pub async fn assert_problem(response: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(response.status(), status, "status");
+    let header_id = response
+        .headers()
+        .get("x-request-id")
+        .expect("every response carries x-request-id")
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .expect("content-type")
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.expect("problem json");
+    assert_eq!(
+        body["type"],
+        format!("urn:relayops:problem:{code}"),
+        "{body}"
+    );
+    assert_eq!(body["status"], status.as_u16(), "{body}");
+    assert!(
+        body["title"].as_str().is_some_and(|t| !t.is_empty()),
+        "{body}"
+    );
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
+    assert_eq!(body["request_id"], header_id, "{body}");
+    body
+}

@@ -1,0 +1,196 @@
+//! `/saved`: the shared saved string, its HTML page and its admin token.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{TestApp, assert_problem, spawn_app, spawn_with, temp_sqlite};
+
+const TOKEN: &str = "test-admin-token-0123456789";
+
+async fn spawn_with_token() -> TestApp {
+    spawn_with(|c| c.admin_token = Some(TOKEN.parse().unwrap())).await
+}
+
+async fn put_text(app: &TestApp, token: Option<&str>, text: &str) -> reqwest::Response {
+    let mut request = app
+        .client
+        .put(app.url("/saved"))
+        .header("content-type", "text/plain")
+        .body(text.to_owned());
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap()
+}
+
+async fn page(app: &TestApp) -> String {
+    let response = app.get("/saved").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    response.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_default_saved_string_is_shown_in_a_heading() {
+    let app = spawn_app().await;
+    assert!(
+        page(&app)
+            .await
+            .contains("<h1>The saved string is dynamic string</h1>")
+    );
+}
+
+#[tokio::test]
+async fn an_admin_changes_the_string_as_text_or_json() {
+    let app = spawn_with_token().await;
+    assert_eq!(
+        put_text(&app, Some(TOKEN), "hello on-call").await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert!(
+        page(&app)
+            .await
+            .contains("<h1>The saved string is hello on-call</h1>")
+    );
+    let json = app
+        .client
+        .put(app.url("/saved"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"value": "from json"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json.status(), StatusCode::NO_CONTENT);
+    assert!(
+        page(&app)
+            .await
+            .contains("<h1>The saved string is from json</h1>")
+    );
+}
+
+#[tokio::test]
+async fn the_saved_string_is_html_escaped() {
+    let app = spawn_with_token().await;
+    let attack = "<script>alert('x')</script><img src=x onerror=alert(1)> & \"";
+    assert_eq!(
+        put_text(&app, Some(TOKEN), attack).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let html = page(&app).await;
+    assert!(!html.contains("<script>"), "{html}");
+    assert!(!html.contains("<img"), "{html}");
+    assert!(html.contains("&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt; &amp; &quot;"), "{html}");
+}
+
+#[tokio::test]
+async fn writes_need_the_right_token() {
+    let app = spawn_with_token().await;
+    let missing = put_text(&app, None, "x").await;
+    assert_eq!(
+        missing.headers()["www-authenticate"],
+        "Bearer realm=\"relay\""
+    );
+    assert_problem(missing, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    assert_problem(
+        put_text(&app, Some("wrong-token-wrong-token"), "x").await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
+    assert!(
+        page(&app).await.contains("dynamic string"),
+        "a refused write changes nothing"
+    );
+}
+
+#[tokio::test]
+async fn without_a_configured_token_the_string_is_read_only() {
+    let app = spawn_app().await;
+    assert_problem(
+        put_text(&app, Some(TOKEN), "x").await,
+        StatusCode::FORBIDDEN,
+        "writes-disabled",
+    )
+    .await;
+    assert!(page(&app).await.contains("dynamic string"));
+}
+
+#[tokio::test]
+async fn oversized_or_mistyped_values_are_refused() {
+    let app = spawn_with_token().await;
+    assert_problem(
+        put_text(&app, Some(TOKEN), &"x".repeat(4097)).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload-too-large",
+    )
+    .await;
+    let form = app
+        .client
+        .put(app.url("/saved"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("value=x")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(
+        form,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported-media-type",
+    )
+    .await;
+    let bad_json = app
+        .client
+        .put(app.url("/saved"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body("{\"val\": 1}")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(bad_json, StatusCode::BAD_REQUEST, "invalid-body").await;
+    let bad_utf8 = app
+        .client
+        .put(app.url("/saved"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "text/plain")
+        .body(vec![0xff, 0xfe])
+        .send()
+        .await
+        .unwrap();
+    assert_problem(bad_utf8, StatusCode::BAD_REQUEST, "invalid-body").await;
+    assert!(page(&app).await.contains("dynamic string"));
+}
+
+#[tokio::test]
+async fn every_instance_shows_the_same_string() {
+    // Two relays over one database: the string lives in the store, not in a process.
+    let (_dir, uri) = temp_sqlite();
+    let token = || Some(TOKEN.parse().unwrap());
+    let first = spawn_with(|c| {
+        c.store = uri.clone();
+        c.admin_token = token();
+    })
+    .await;
+    let second = spawn_with(|c| {
+        c.store = uri.clone();
+        c.admin_token = token();
+    })
+    .await;
+    assert_eq!(
+        put_text(&first, Some(TOKEN), "shared by all")
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    assert!(
+        page(&second)
+            .await
+            .contains("<h1>The saved string is shared by all</h1>")
+    );
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what it needs, then runs formatting, lints,
+# unit and API tests (real HTTP on loopback), the durability tests (kill -9 of the real binary),
+# and the browser end-to-end tests (Debian's chromium driven by playwright-core).
+# Reports go to test-output/. Any missing tool is a failure with a message, never a skip.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+root=$(pwd)
+out="$root/test-output"
+mkdir -p "$out"
+
+step() { printf '\n==> %s\n' "$*"; }
+fail() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+step "Checking the toolchain"
+command -v cargo >/dev/null || fail "cargo is not installed (https://rustup.rs)"
+cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt || fail "rustfmt is missing: rustup component add rustfmt"
+cargo clippy --version >/dev/null 2>&1 || rustup component add clippy || fail "clippy is missing: rustup component add clippy"
+cargo --version
+
+step "Formatting (cargo fmt --check)"
+cargo fmt --all -- --check
+
+step "Lints (cargo clippy --all-targets -- -D warnings)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "Unit, API, conformance and durability tests (cargo test)"
+cargo test --workspace 2>&1 | tee "$out/cargo-test.log"
+
+step "Browser end-to-end tests"
+RELAY_BIN="$root/target/debug/relay" bash scripts/e2e.sh
+
+step "All tests passed; reports are in test-output/"
