@@ -25,8 +25,15 @@ cargo fmt --all -- --check
 step "Lints (cargo clippy --all-targets -- -D warnings)"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "Local AWS-API server (moto on loopback) for the DynamoDB and CloudWatch tests"
+./scripts/aws-local.sh install
+eval "$(./scripts/aws-local.sh start)"
+trap './scripts/aws-local.sh stop' EXIT
+echo "AWS-API server at $AWS_ENDPOINT_URL"
+
 step "Unit, API, conformance and durability tests (cargo test)"
 cargo test --workspace 2>&1 | tee "$out/cargo-test.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || fail "cargo test failed (log: test-output/cargo-test.log)"
 
 step "Browser end-to-end tests"
 RELAY_BIN="$root/target/debug/relay" bash scripts/e2e.sh

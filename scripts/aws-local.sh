@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# A local AWS-API server for tests: moto in server mode (DynamoDB, CloudWatch, ... on one port).
+#
+#   scripts/aws-local.sh install      create .venv-tools with the pinned tools (idempotent)
+#   eval "$(scripts/aws-local.sh start)"   start moto on a free loopback port; prints the env to export
+#   scripts/aws-local.sh stop         stop the server started by `start` (by its recorded PID)
+#
+# Exports: AWS_ENDPOINT_URL, AWS_REGION, AWS_DEFAULT_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+# RELAY_AWS_LOCAL_PID. Credentials are dummies: moto accepts any.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+venv=.venv-tools
+pidfile=test-output/aws-local.pid
+logfile=test-output/aws-local.log
+moto_version=5.2.5
+
+fail() { echo "aws-local: $*" >&2; exit 1; }
+
+install() {
+  command -v python3 >/dev/null || fail "python3 is needed (apt-get install -y python3 python3-venv)"
+  if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv" || fail "cannot create a venv (apt-get install -y python3-venv)"
+  fi
+  if ! "$venv/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$moto_version')" 2>/dev/null; then
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$moto_version" >&2 \
+      || fail "pip could not install moto[server]==$moto_version"
+  fi
+}
+
+start() {
+  [ -x "$venv/bin/moto_server" ] || fail "moto is not installed: run scripts/aws-local.sh install"
+  mkdir -p test-output
+  local port
+  port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$logfile" 2>&1 &
+  local pid=$!
+  echo "$pid" >"$pidfile"
+  for _ in $(seq 1 100); do
+    if curl -sf -o /dev/null "http://127.0.0.1:$port/moto-api/"; then
+      cat <<ENV
+export AWS_ENDPOINT_URL=http://127.0.0.1:$port
+export AWS_REGION=us-west-2
+export AWS_DEFAULT_REGION=us-west-2
+export AWS_ACCESS_KEY_ID=testing
+export AWS_SECRET_ACCESS_KEY=testing
+export RELAY_AWS_LOCAL_PID=$pid
+ENV
+      return 0
+    fi
+    kill -0 "$pid" 2>/dev/null || fail "moto exited at start; see $logfile"
+    sleep 0.1
+  done
+  kill "$pid" 2>/dev/null || true
+  fail "moto did not answer on port $port within 10 s; see $logfile"
+}
+
+stop() {
+  [ -f "$pidfile" ] || return 0
+  local pid
+  pid=$(cat "$pidfile")
+  kill "$pid" 2>/dev/null || true
+  rm -f "$pidfile"
+}
+
+case "${1:-}" in
+  install) install ;;
+  start) start ;;
+  stop) stop ;;
+  *) fail "usage: $0 install|start|stop" ;;
+esac
