@@ -64,6 +64,14 @@ function setFieldError(input, errorEl, message) {
   else input.removeAttribute("aria-invalid");
 }
 
+/** The relay writes details in lower case without a full stop; show them as sentences. */
+function sentence(text) {
+  const trimmed = text.trim();
+  if (trimmed === "") return "";
+  const capitalised = trimmed[0].toUpperCase() + trimmed.slice(1);
+  return /[.!?]$/.test(capitalised) ? capitalised : `${capitalised}.`;
+}
+
 function formatTime(iso) {
   const date = new Date(iso);
   return Number.isNaN(date.getTime()) ? iso : dateFormat.format(date);
@@ -173,7 +181,7 @@ async function api(method, path, body) {
 /** Turn a failed request into what a person needs: what happened, what to do, what to quote. */
 function explainFailure(result, { subject = "request", id } = {}) {
   const code = problemCode(result.problem);
-  const serverDetail = result.problem && typeof result.problem.detail === "string" ? result.problem.detail : "";
+  const serverDetail = result.problem && typeof result.problem.detail === "string" ? sentence(result.problem.detail) : "";
   const wait = result.retryAfter ? `Try again in ${plural(result.retryAfter, "second")}.` : "Try again shortly.";
   if (result.networkError) {
     return {
@@ -182,7 +190,7 @@ function explainFailure(result, { subject = "request", id } = {}) {
       detail: result.timedOut
         ? `No answer within ${REQUEST_TIMEOUT_MS / 1000} seconds. The relay may be overloaded; try again.`
         : "The request did not reach the relay: check your connection, or whether the relay is running.",
-      requestLabel: "Request id (sent, no answer)",
+      requestLabel: "Request id (no answer received)",
       requestId: result.requestId,
     };
   }
@@ -204,7 +212,7 @@ function explainFailure(result, { subject = "request", id } = {}) {
     failure = {
       kind: "malformed-id",
       title: "Malformed message id",
-      detail: `Message ids are UUIDs: 36 characters, hexadecimal digits and hyphens, like ${EXAMPLE_ID}.`,
+      detail: `The relay accepts only UUIDs as message ids, like ${EXAMPLE_ID}.`,
     };
   } else if (result.status === 429) {
     failure = { kind: "rate-limited", title: "Too many requests", detail: `The relay is limiting requests from this client. ${wait}` };
@@ -221,10 +229,6 @@ function explainFailure(result, { subject = "request", id } = {}) {
       detail: "The relay failed to handle this request. Quote the request id to its operators.",
     };
   }
-  // The relay's own wording, where it adds something to ours.
-  if (serverDetail && serverDetail !== failure.detail && !["rejected", "too-large"].includes(failure.kind)) {
-    failure.serverDetail = serverDetail;
-  }
   return { ...failure, requestLabel: "Request id", requestId: result.requestId };
 }
 
@@ -233,7 +237,6 @@ function renderFailure(container, failure) {
     h("div", { class: "notice notice-error", "data-kind": failure.kind },
       h("p", { class: "notice-title" }, failure.title),
       h("p", {}, failure.detail),
-      failure.serverDetail ? h("p", { class: "small muted" }, `Relay says: ${failure.serverDetail}`) : null,
       failure.requestId
         ? h("p", { class: "request-id small" },
             `${failure.requestLabel}: `,
@@ -267,8 +270,13 @@ async function checkStatus() {
   statusEl.dataset.state = state;
   setText($("status-label"), label);
   setText($("status-version"), typeof body.version === "string" ? `v${body.version.replace(/^v/, "")}` : "");
-  const detail = typeof body.detail === "string" ? ` ${body.detail}` : "";
-  statusEl.title = `Checked ${timeFormat.format(new Date())}.${detail}`;
+  const detail = typeof body.detail === "string" && body.detail ? body.detail : "";
+  statusEl.title = `Checked ${timeFormat.format(new Date())}`;
+  // Say why in words on the page too: a tooltip is out of reach for keyboard and touch users.
+  let banner = "";
+  if (state === "unreachable") banner = "The relay cannot be reached: sending and reading messages will fail until it is back.";
+  else if (state === "not-ready") banner = `The relay is not ready${detail ? ` (${detail})` : ""}: sending and reading messages may fail.`;
+  setText($("status-banner"), banner);
 }
 
 function scheduleStatus() {
@@ -393,6 +401,7 @@ async function sendMessage(event) {
 
   const body = ttl === null ? { message: text } : { message: text, ttl_seconds: ttl };
   setBusy(sendButton, true, "Sending…");
+  $("send-result").replaceChildren();
   $("send-error").replaceChildren();
   const result = await api("POST", "/messages", body);
   setBusy(sendButton, false);
@@ -403,7 +412,6 @@ async function sendMessage(event) {
     updateMessageSize();
     refreshCount();
   } else {
-    $("send-result").replaceChildren();
     renderFailure($("send-error"), explainFailure(result, { subject: "message" }));
   }
 }
@@ -417,7 +425,7 @@ const lookupInput = $("lookup-id");
 
 function lookupError(id) {
   if (id === "") return "Enter a message id.";
-  if (!UUID_RE.test(id)) return `Not a UUID: expected 8-4-4-4-12 hexadecimal digits, like ${EXAMPLE_ID}.`;
+  if (!UUID_RE.test(id)) return "Not a UUID: expected 8-4-4-4-12 hexadecimal digits.";
   return "";
 }
 
@@ -491,11 +499,8 @@ function start() {
   ttlInput.addEventListener("input", updateTtlHint);
 
   readForm.addEventListener("submit", readMessage);
-  // Judge the id once the user leaves the field, then re-judge as they fix it.
-  lookupInput.addEventListener("change", () => {
-    const id = lookupInput.value.trim();
-    setFieldError(lookupInput, $("lookup-error"), id === "" ? "" : lookupError(id));
-  });
+  // Judge the id on submit, then re-judge as the user fixes it. Not on blur: an error appearing then
+  // moves the button away from under the pointer that is clicking it.
   lookupInput.addEventListener("input", () => {
     if (lookupInput.hasAttribute("aria-invalid")) {
       const id = lookupInput.value.trim();
