@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A local AWS-API server for tests: moto in server mode (DynamoDB, CloudWatch, ... on one port).
+# A local AWS-API server for tests: moto in server mode (DynamoDB, CloudWatch, ... on one port),
+# with request handling serialized (scripts/moto_serialized.py).
 #
 #   scripts/aws-local.sh install      create .venv-tools with the pinned tools (idempotent)
 #   eval "$(scripts/aws-local.sh start)"   start moto on a free loopback port; prints the env to export
@@ -33,7 +34,8 @@ start() {
   mkdir -p test-output
   local port
   port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$logfile" 2>&1 &
+  # Serialized: see scripts/moto_serialized.py for why.
+  "$venv/bin/python" scripts/moto_serialized.py 127.0.0.1 "$port" >"$logfile" 2>&1 &
   local pid=$!
   echo "$pid" >"$pidfile"
   for _ in $(seq 1 100); do

@@ -31,6 +31,14 @@ pub enum Command {
     Serve,
     /// Print the OpenAPI 3.1 document of the API and exit.
     Openapi,
+    /// Create the DynamoDB table named by `--store dynamodb:TABLE` (keys, expiry index, TTL) and exit.
+    /// Does nothing to a table that already has the expected keys, except enable TTL if it is off.
+    CreateTable,
+    /// Print the metric catalog (every metric's name, kind, unit, labels and help) and exit.
+    MetricsCatalog {
+        #[arg(long, value_enum, default_value_t = CatalogFormat::Json)]
+        format: CatalogFormat,
+    },
 }
 
 /// Everything the server needs to start.
@@ -40,9 +48,19 @@ pub struct Config {
     #[arg(long, env = "RELAY_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Where messages live: `sqlite:PATH` (durable, the default) or `memory:` (lost on exit).
+    /// Where messages live: `sqlite:PATH` (durable, the default), `dynamodb:TABLE` (AWS; credentials
+    /// and region from the usual AWS environment) or `memory:` (lost on exit).
     #[arg(long, env = "RELAY_STORE", default_value = "sqlite:./data/relay.db")]
     pub store: StoreUri,
+
+    /// DynamoDB endpoint for a local DynamoDB-API server, e.g. `http://127.0.0.1:8000`
+    /// (`AWS_ENDPOINT_URL` works too; this flag wins). Unset: the region's DynamoDB.
+    #[arg(long, env = "RELAY_DYNAMODB_ENDPOINT")]
+    pub dynamodb_endpoint: Option<String>,
+
+    /// The environment name put on every log line and metric (`local`, `dev`, `prod`, ...).
+    #[arg(long = "env", env = "RELAY_ENV", default_value = "local")]
+    pub environment: String,
 
     /// Log line format: `json` (one object per line, for machines) or `pretty` (for people).
     #[arg(long, env = "RELAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
@@ -97,6 +115,11 @@ pub struct Config {
     #[arg(long, env = "RELAY_SWEEP_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     pub sweep_interval: Duration,
 
+    /// Turn logs and metrics off entirely (no request span, no recorder): only for measuring what
+    /// telemetry costs. Never in production.
+    #[arg(long, env = "RELAY_NO_TELEMETRY", hide = true)]
+    pub no_telemetry: bool,
+
     /// How long graceful shutdown waits for in-flight requests after SIGTERM/SIGINT.
     #[arg(long, env = "RELAY_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -121,6 +144,10 @@ impl Config {
 pub enum StoreUri {
     Memory,
     Sqlite(PathBuf),
+    /// A DynamoDB table (see `relay create-table`).
+    Dynamodb {
+        table: String,
+    },
 }
 
 impl FromStr for StoreUri {
@@ -130,8 +157,20 @@ impl FromStr for StoreUri {
         match s.split_once(':') {
             Some(("memory", "")) => Ok(Self::Memory),
             Some(("sqlite", path)) if !path.is_empty() => Ok(Self::Sqlite(PathBuf::from(path))),
+            // DynamoDB's own rule for table names, checked here so a typo fails at start-up.
+            Some(("dynamodb", table))
+                if (3..=255).contains(&table.len())
+                    && table
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) =>
+            {
+                Ok(Self::Dynamodb {
+                    table: table.to_owned(),
+                })
+            }
             _ => Err(format!(
-                "`{s}` is not a store: use `sqlite:PATH` (e.g. sqlite:./data/relay.db) or `memory:`"
+                "`{s}` is not a store: use `sqlite:PATH` (e.g. sqlite:./data/relay.db), \
+                 `dynamodb:TABLE` (3-255 of a-z A-Z 0-9 _ . -) or `memory:`"
             )),
         }
     }
@@ -142,8 +181,15 @@ impl fmt::Display for StoreUri {
         match self {
             Self::Memory => f.write_str("memory:"),
             Self::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            Self::Dynamodb { table } => write!(f, "dynamodb:{table}"),
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CatalogFormat {
+    Json,
+    Markdown,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -220,6 +266,14 @@ mod tests {
         );
         assert!("sqlite:".parse::<StoreUri>().is_err());
         assert!("postgres://x".parse::<StoreUri>().is_err());
+        let table = StoreUri::Dynamodb {
+            table: "relay-dev.messages_1".into(),
+        };
+        assert_eq!("dynamodb:relay-dev.messages_1".parse(), Ok(table.clone()));
+        assert_eq!(table.to_string(), "dynamodb:relay-dev.messages_1");
+        assert!("dynamodb:".parse::<StoreUri>().is_err());
+        assert!("dynamodb:ab".parse::<StoreUri>().is_err());
+        assert!("dynamodb:no spaces".parse::<StoreUri>().is_err());
     }
 
     #[test]

@@ -217,27 +217,34 @@ pub enum Precondition {
 }
 
 impl Precondition {
-    /// Parse an `If-Match` value. Tags that are not ours (weak, or not a revision) can never match,
-    /// which RFC 9110 answers with 412, so they are simply dropped from the list.
-    pub fn from_if_match(value: Option<&str>) -> Self {
+    /// Parse an `If-Match` value (RFC 9110 §13.1.1): `*`, or a list of entity tags. Tags that are not ours
+    /// (weak ones, or not a revision) can never match, which RFC 9110 answers with 412, so they are
+    /// dropped from the list; a value that is not entity-tag syntax at all is an error (400): most often a
+    /// tag sent without its quotes, which deserves a clear answer rather than a puzzling 412.
+    pub fn from_if_match(value: Option<&str>) -> Result<Self, MalformedIfMatch> {
         let Some(value) = value else {
-            return Self::None;
+            return Ok(Self::None);
         };
         if value.trim() == "*" {
-            return Self::Exists;
+            return Ok(Self::Exists);
         }
-        let revisions = value
-            .split(',')
-            .filter_map(|tag| {
-                tag.trim()
-                    .strip_prefix('"')?
-                    .strip_suffix('"')?
-                    .parse::<u64>()
-                    .ok()
-            })
-            .map(Revision)
-            .collect();
-        Self::RevisionIn(revisions)
+        let mut revisions = Vec::new();
+        for tag in value.split(',') {
+            let tag = tag.trim();
+            let (weak, opaque) = match tag.strip_prefix("W/") {
+                Some(rest) => (true, rest),
+                None => (false, tag),
+            };
+            let inner = opaque
+                .strip_prefix('"')
+                .and_then(|t| t.strip_suffix('"'))
+                .filter(|t| t.bytes().all(|b| b == 0x21 || (0x23..=0x7e).contains(&b)))
+                .ok_or(MalformedIfMatch)?;
+            if let (false, Ok(revision)) = (weak, inner.parse::<u64>()) {
+                revisions.push(Revision(revision));
+            }
+        }
+        Ok(Self::RevisionIn(revisions))
     }
 
     pub fn admits(&self, current: Revision) -> bool {
@@ -247,6 +254,13 @@ impl Precondition {
         }
     }
 }
+
+/// Why a header value is not an `If-Match` list.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "If-Match must be `*` or entity tags in double quotes, such as \"3\" (the ETag header's value)"
+)]
+pub struct MalformedIfMatch;
 
 /// An `Idempotency-Key`: 1 to 255 visible ASCII characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -413,12 +427,25 @@ mod tests {
 
     #[test]
     fn if_match_parses_star_lists_and_foreign_tags() {
-        assert_eq!(Precondition::from_if_match(None), Precondition::None);
+        assert_eq!(Precondition::from_if_match(None), Ok(Precondition::None));
+        assert_eq!(
+            Precondition::from_if_match(Some("3")),
+            Err(MalformedIfMatch)
+        );
+        assert_eq!(
+            Precondition::from_if_match(Some("null")),
+            Err(MalformedIfMatch)
+        );
+        assert_eq!(
+            Precondition::from_if_match(Some("\"2\", 4")),
+            Err(MalformedIfMatch)
+        );
         assert_eq!(
             Precondition::from_if_match(Some(" * ")),
-            Precondition::Exists
+            Ok(Precondition::Exists)
         );
-        let p = Precondition::from_if_match(Some("\"2\", W/\"3\", \"x\", \"4\""));
+        let p = Precondition::from_if_match(Some("\"2\", W/\"3\", \"x\", \"4\""))
+            .unwrap_or(Precondition::None);
         assert_eq!(p, Precondition::RevisionIn(vec![Revision(2), Revision(4)]));
         assert!(p.admits(Revision(4)));
         assert!(!p.admits(Revision(3)));

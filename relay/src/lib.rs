@@ -6,6 +6,8 @@ pub mod config;
 pub mod domain;
 /// The HTTP API: one module per resource, errors as problem details, middleware.
 pub mod http;
+/// The Lambda entry: the same Router behind lambda_http, metrics as CloudWatch EMF.
+pub mod lambda;
 /// The message service shared by `/messages` and `/paste`: store + cache + events.
 pub mod service;
 /// Build the Router and serve it.

@@ -1,45 +1,117 @@
-//! The relay binary: parse the command line, start logging, and run the chosen command.
+//! The relay binary: parse the command line, start logging, and run the chosen command. The same
+//! binary serves HTTP locally and Lambda invocations in AWS (detected by `AWS_LAMBDA_RUNTIME_API`).
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use relay::config::{Cli, Command};
-use relay::startup;
-use relay::telemetry;
+use relay::config::{CatalogFormat, Cli, Command, Config, StoreUri};
+use relay::store::dynamodb::{DynamoStore, TABLE, TableCreated};
+use relay::telemetry::{self, Runtime};
+use relay::{lambda, startup};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => {
-            telemetry::init_logging(cli.serve.log_format);
-            match startup::run(cli.serve).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    tracing::error!(message = "Relay failed to start or stopped on an error.", error = %error);
-                    ExitCode::FAILURE
+        Command::Serve => serve(cli.serve).await,
+        Command::Openapi => print_openapi(&cli.serve).await,
+        Command::CreateTable => create_table(&cli.serve).await,
+        Command::MetricsCatalog { format } => {
+            match format {
+                CatalogFormat::Json => {
+                    match serde_json::to_string_pretty(&telemetry::names::catalog()) {
+                        Ok(json) => println!("{json}"),
+                        Err(error) => {
+                            eprintln!("cannot render the catalog: {error}");
+                            return ExitCode::FAILURE;
+                        }
+                    }
                 }
+                CatalogFormat::Markdown => print!("{}", telemetry::names::catalog_markdown()),
             }
+            ExitCode::SUCCESS
         }
-        Command::Openapi => {
-            let spec = startup::build(
-                &cli.serve,
-                startup::open_store(&relay::config::StoreUri::Memory).unwrap_or_else(|e| {
-                    eprintln!("{e}");
-                    std::process::exit(1)
-                }),
-            )
-            .openapi;
-            match spec.to_pretty_json() {
-                Ok(json) => {
-                    println!("{json}");
-                    ExitCode::SUCCESS
-                }
-                Err(error) => {
-                    eprintln!("cannot render the OpenAPI document: {error}");
-                    ExitCode::FAILURE
-                }
-            }
+    }
+}
+
+async fn serve(config: Config) -> ExitCode {
+    let on_lambda = lambda::is_running_on_lambda();
+    let runtime = if on_lambda {
+        Runtime::Lambda
+    } else {
+        Runtime::Server
+    };
+    let _logs = (!config.no_telemetry)
+        .then(|| telemetry::init_logging(config.log_format, &config.environment, runtime));
+    let result = if on_lambda {
+        lambda::run(config).await.map_err(|e| e.to_string())
+    } else {
+        startup::run(config).await.map_err(|e| e.to_string())
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(message = "Relay failed to start or stopped on an error.", error = %error);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn print_openapi(config: &Config) -> ExitCode {
+    let memory = Config {
+        store: StoreUri::Memory,
+        ..config.clone()
+    };
+    let store = match startup::open_store(&memory).await {
+        Ok(store) => store,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match startup::build(config, store).openapi.to_pretty_json() {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("cannot render the OpenAPI document: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `relay create-table`: create the DynamoDB table that `--store dynamodb:TABLE` names.
+async fn create_table(config: &Config) -> ExitCode {
+    let StoreUri::Dynamodb { table } = &config.store else {
+        eprintln!(
+            "create-table creates a DynamoDB table: run `relay --store dynamodb:TABLE create-table` \
+             (or set RELAY_STORE=dynamodb:TABLE)"
+        );
+        return ExitCode::from(2);
+    };
+    let created = match DynamoStore::connect(table, config.dynamodb_endpoint.as_deref()).await {
+        Ok(store) => store.create_table().await,
+        Err(error) => Err(error),
+    };
+    match created {
+        Ok(TableCreated::Created) => {
+            println!(
+                "Created the DynamoDB table `{table}`, with TTL on `{}`.",
+                TABLE.ttl_attribute
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(TableCreated::AlreadyExisted) => {
+            println!(
+                "The DynamoDB table `{table}` already exists with the expected keys; TTL is on `{}`.",
+                TABLE.ttl_attribute
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("cannot create the DynamoDB table `{table}`: {error}");
+            ExitCode::FAILURE
         }
     }
 }

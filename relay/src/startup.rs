@@ -32,6 +32,7 @@ use crate::http::layers::{
 use crate::http::openapi::ApiDoc;
 use crate::http::{AppState, app_log, assets, health, messages, paste, saved};
 use crate::service::Messages;
+use crate::store::dynamodb::DynamoStore;
 use crate::store::instrumented::InstrumentedStore;
 use crate::store::memory::MemoryStore;
 use crate::store::sqlite::SqliteStore;
@@ -55,10 +56,13 @@ pub struct App {
 }
 
 /// Open the store named by the configuration, wrapped for telemetry.
-pub fn open_store(uri: &StoreUri) -> Result<DynStore, StoreError> {
-    let inner: DynStore = match uri {
+pub async fn open_store(config: &Config) -> Result<DynStore, StoreError> {
+    let inner: DynStore = match &config.store {
         StoreUri::Memory => Arc::new(MemoryStore::new()),
         StoreUri::Sqlite(path) => Arc::new(SqliteStore::open(path)?),
+        StoreUri::Dynamodb { table } => {
+            Arc::new(DynamoStore::connect(table, config.dynamodb_endpoint.as_deref()).await?)
+        }
     };
     Ok(Arc::new(InstrumentedStore::new(inner)))
 }
@@ -70,7 +74,11 @@ pub fn build(config: &Config, store: DynStore) -> App {
         store: store.clone(),
         max_message_bytes: config.max_message_bytes as usize,
         admin_token: config.admin_token.clone(),
-        metrics: telemetry::metrics_handle(),
+        metrics: if config.no_telemetry {
+            None
+        } else {
+            telemetry::prometheus()
+        },
     };
     let mut background = Vec::new();
 
@@ -142,8 +150,14 @@ pub fn build(config: &Config, store: DynStore) -> App {
     };
     let router = router
         // Compression outside the problem writer, so it compresses the final body.
-        .layer(CompressionLayer::new())
-        .layer(from_fn(observe))
+        .layer(CompressionLayer::new());
+    // The request span and the response event, inside the request id (which they log).
+    let router = if config.no_telemetry {
+        router
+    } else {
+        router.layer(from_fn(observe))
+    };
+    let router = router
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuidV7))
         .layer(from_fn(drop_malformed_request_id))
@@ -282,7 +296,7 @@ pub async fn shutdown_signal() {
 
 /// Open the store, build the app, bind and serve: what `relay serve` does.
 pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
-    let store = open_store(&config.store)?;
+    let store = open_store(&config).await?;
     let app = build(&config, store);
     let listener = TcpListener::bind(config.listen).await?;
     let local = listener.local_addr()?;

@@ -43,9 +43,10 @@ pub async fn append_timestamp(State(state): State<AppState>) -> ApiResult<Respon
 #[into_params(parameter_in = Query)]
 pub struct LogQuery {
     /// Timestamps per page, 1 to 1000 (default 50).
-    #[param(minimum = 1, maximum = 1000)]
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
     /// The `next_cursor` of the previous page.
+    #[param(pattern = r"^c[0-9]{1,19}$")]
     cursor: Option<String>,
 }
 

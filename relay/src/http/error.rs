@@ -52,6 +52,11 @@ pub enum ApiError {
     /// 404: no such route.
     #[error("there is no route {0}; see /openapi.json")]
     RouteNotFound(String),
+    /// 404: `/metrics` in Lambda, where metrics are exported as CloudWatch EMF instead.
+    #[error(
+        "metrics are not served here: in Lambda they are written as CloudWatch Embedded Metric Format lines"
+    )]
+    MetricsNotServed,
     /// 412: `If-Match` did not match the current ETag.
     #[error("the message has changed since the ETag given in If-Match; read it again and retry")]
     PreconditionFailed,
@@ -130,7 +135,9 @@ impl ApiError {
             | Self::InvalidHeader(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::WritesDisabled => StatusCode::FORBIDDEN,
-            Self::MessageNotFound | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            Self::MessageNotFound | Self::RouteNotFound(_) | Self::MetricsNotServed => {
+                StatusCode::NOT_FOUND
+            }
             Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -152,6 +159,7 @@ impl ApiError {
             Self::WritesDisabled => "writes-disabled",
             Self::MessageNotFound => "message-not-found",
             Self::RouteNotFound(_) => "route-not-found",
+            Self::MetricsNotServed => "metrics-not-served",
             Self::PreconditionFailed => "precondition-failed",
             Self::PayloadTooLarge(_) => "payload-too-large",
             Self::UnsupportedMediaType(_) => "unsupported-media-type",
@@ -258,6 +266,8 @@ pub async fn finish_problems(request: Request, next: Next) -> Response {
         Some(p) => (p.code, p.detail),
         None => generic_problem(status),
     };
+    // The request span's `problem` field: on-call can group failures by kind without reading bodies.
+    tracing::Span::current().record("problem", code);
     let problem = Problem {
         kind: format!("urn:relayops:problem:{code}"),
         title: status.canonical_reason().unwrap_or("Error").to_owned(),

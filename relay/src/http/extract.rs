@@ -67,14 +67,24 @@ impl ClientIp {
                 return Self(ip);
             }
         }
-        if let Some(ip) = parts.extensions.get::<ClientIp>() {
-            return *ip;
+        if let Some(ip) = lambda_source_ip(parts) {
+            return Self(ip);
         }
         parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| Self(addr.ip()))
             .unwrap_or(Self(IpAddr::from([0, 0, 0, 0])))
+    }
+}
+
+/// In Lambda behind API Gateway: the caller's address as the gateway saw it.
+fn lambda_source_ip(parts: &Parts) -> Option<IpAddr> {
+    use lambda_http::request::RequestContext;
+    match parts.extensions.get::<RequestContext>()? {
+        RequestContext::ApiGatewayV2(ctx) => ctx.http.source_ip.as_deref()?.parse().ok(),
+        RequestContext::ApiGatewayV1(ctx) => ctx.identity.source_ip.as_deref()?.parse().ok(),
+        _ => None,
     }
 }
 

@@ -13,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::error::{PROBLEM_JSON, REQUEST_ID};
+use super::error::{ApiError, PROBLEM_JSON, Problem, REQUEST_ID};
 
 /// How long a readiness check waits for the store.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -136,11 +136,17 @@ pub async fn readyz(State(state): State<AppState>, headers: HeaderMap) -> Respon
     response
 }
 
-/// Prometheus text exposition of every relay metric.
+/// Prometheus text exposition of every relay metric (404 in Lambda, where metrics go to CloudWatch as EMF).
 #[utoipa::path(get, path = "/metrics", tag = "ops",
-    responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain")))]
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain"),
+        (status = 404, description = "Not served here: in Lambda, metrics are CloudWatch EMF log lines", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let mut response = state.metrics.render().into_response();
+    let Some(handle) = &state.metrics else {
+        return ApiError::MetricsNotServed.into_response();
+    };
+    let mut response = handle.render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

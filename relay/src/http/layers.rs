@@ -16,17 +16,19 @@ use tracing::Instrument;
 
 use super::error::{ApiError, REQUEST_ID};
 use super::extract::ClientIp;
+use crate::telemetry;
 use crate::telemetry::events::{
-    Event, HttpResponseSent, RateLimited, UNMATCHED_ROUTE, method_label,
+    ColdStart, Event, HttpResponseSent, RateLimited, UNMATCHED_ROUTE, method_label,
 };
 
-/// Whether an incoming request id is safe to adopt: 1-128 characters of `A-Za-z0-9._:-`.
+/// Whether an incoming request id is safe to adopt: 1-128 characters of `A-Za-z0-9._:-+/=` (the last
+/// three because API Gateway's ids are base64).
 /// Anything else (too long, spaces, control characters) is replaced, so ids are safe in logs and URLs.
 pub fn is_valid_request_id(value: &[u8]) -> bool {
     (1..=128).contains(&value.len())
-        && value
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+        && value.iter().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-' | b'+' | b'/' | b'=')
+        })
 }
 
 /// Drop an incoming `x-request-id` that is not well-formed, so `SetRequestIdLayer` generates one.
@@ -41,16 +43,32 @@ pub async fn drop_malformed_request_id(mut request: Request, next: Next) -> Resp
     next.run(request).await
 }
 
-/// Request ids the relay generates: UUID v7, so they sort by time.
+/// Request ids for requests that came without a usable one: in Lambda, API Gateway's request id (the id
+/// in its access logs), else the Lambda invocation's; elsewhere a fresh UUID v7, which sorts by time.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MakeRequestUuidV7;
 
 impl MakeRequestId for MakeRequestUuidV7 {
-    fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
-        HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
-            .ok()
-            .map(RequestId::new)
+    fn make_request_id<B>(&mut self, request: &axum::http::Request<B>) -> Option<RequestId> {
+        let aws = aws_request_id(request).filter(|id| is_valid_request_id(id.as_bytes()));
+        let id = aws.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        HeaderValue::from_str(&id).ok().map(RequestId::new)
     }
+}
+
+fn aws_request_id<B>(request: &axum::http::Request<B>) -> Option<String> {
+    use lambda_http::RequestExt;
+    use lambda_http::request::RequestContext;
+    let from_gateway = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.request_id.clone(),
+        Some(RequestContext::ApiGatewayV1(ctx)) => ctx.request_id.clone(),
+        _ => None,
+    };
+    from_gateway.or_else(|| {
+        request
+            .lambda_context_ref()
+            .map(|ctx| ctx.request_id.clone())
+    })
 }
 
 /// Open the request span (request_id, method, route) and emit `HttpResponseSent` when the response
@@ -69,7 +87,20 @@ pub async fn observe(request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let span = tracing::info_span!("request", request_id = %request_id, method, route = %route);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method,
+        route = %route,
+        cold_start = tracing::field::Empty,
+        problem = tracing::field::Empty
+    );
+    if let Some(cold) = telemetry::cold_start() {
+        span.record("cold_start", cold);
+        if cold {
+            span.in_scope(|| ColdStart.emit());
+        }
+    }
     let response = next.run(request).instrument(span.clone()).await;
     span.in_scope(|| {
         HttpResponseSent {
@@ -140,6 +171,7 @@ mod tests {
     fn request_ids_are_adopted_only_when_well_formed() {
         assert!(is_valid_request_id(b"abc-123_x.y:z"));
         assert!(is_valid_request_id(b"1-67891234-abcdef012345678912345678"));
+        assert!(is_valid_request_id(b"JKJaXmPLvHcESHA="));
         assert!(!is_valid_request_id(b""));
         assert!(!is_valid_request_id(b"has space"));
         assert!(!is_valid_request_id(b"line\nbreak"));

@@ -30,6 +30,7 @@ pub struct MessageInput {
     pub message: String,
     /// Seconds until the message expires; without it the message never expires.
     #[schema(minimum = 1, maximum = 31536000, example = 3600)]
+    #[serde(default, deserialize_with = "super::whole_seconds")]
     pub ttl_seconds: Option<i64>,
 }
 
@@ -81,7 +82,7 @@ fn with_etag(status: StatusCode, message: &Message) -> Response {
 /// With an `Idempotency-Key` header, a retry within 24 hours returns the first result (with
 /// `Idempotency-Replayed: true`) instead of storing a duplicate.
 #[utoipa::path(post, path = "/messages", tag = "messages",
-    params(("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters; makes retries safe")),
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 visible ASCII characters; makes retries safe", pattern = r"^[!-~]{1,255}$")),
     request_body = MessageInput,
     responses(
         (status = 201, description = "Stored", body = MessageResource,
@@ -130,8 +131,8 @@ pub async fn count_messages(State(state): State<AppState>) -> ApiResult<Json<Mes
 /// Answers 304 when `If-None-Match` holds the current ETag. Expired messages are 404 even before they
 /// are removed.
 #[utoipa::path(get, path = "/messages/{id}", tag = "messages",
-    params(("id" = String, Path, description = "The message id (a UUID)"),
-           ("If-None-Match" = Option<String>, Header, description = "An ETag from an earlier read")),
+    params(("id" = uuid::Uuid, Path, description = "The message id (a UUID)"),
+           ("If-None-Match" = Option<String>, Header, nullable = false, description = "An ETag from an earlier read")),
     responses(
         (status = 200, description = "The message", body = MessageResource, headers(("ETag" = String))),
         (status = 304, description = "Unchanged since the given ETag"),
@@ -171,12 +172,12 @@ pub async fn get_message(
 /// Without `ttl_seconds` the message no longer expires; with it, the time-to-live counts from now.
 /// With `If-Match`, the update applies only if the message still has that ETag (else 412).
 #[utoipa::path(put, path = "/messages/{id}", tag = "messages",
-    params(("id" = String, Path, description = "The message id (a UUID)"),
-           ("If-Match" = Option<String>, Header, description = "Apply only if the current ETag is one of these (or `*`)")),
+    params(("id" = uuid::Uuid, Path, description = "The message id (a UUID)"),
+           ("If-Match" = Option<String>, Header, nullable = false, description = "Apply only if the current ETag is one of these (or `*`); a malformed value is 400", pattern = r#"^\s*(\*|(W/)?"[!#-~]*"(\s*,\s*(W/)?"[!#-~]*")*)\s*$"#)),
     request_body = MessageInput,
     responses(
         (status = 200, description = "Updated", body = MessageResource, headers(("ETag" = String))),
-        (status = 400, description = "Malformed id, JSON or field", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed id, header, JSON or field", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such message, or expired", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "The ETag no longer matches", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body or message too large", body = Problem, content_type = "application/problem+json"),
@@ -214,13 +215,14 @@ pub fn parse_update(
         id,
         body: state.parse_body(&text)?,
         ttl: parse_ttl(ttl_seconds)?,
-        precondition: Precondition::from_if_match(if_match),
+        precondition: Precondition::from_if_match(if_match)
+            .map_err(|e| ApiError::InvalidHeader(e.to_string()))?,
     })
 }
 
 /// Delete a message.
 #[utoipa::path(delete, path = "/messages/{id}", tag = "messages",
-    params(("id" = String, Path, description = "The message id (a UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "The message id (a UUID)")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),

@@ -27,7 +27,8 @@ pub struct AppState {
     pub store: DynStore,
     pub max_message_bytes: usize,
     pub admin_token: Option<AdminToken>,
-    pub metrics: PrometheusHandle,
+    /// The Prometheus handle; `None` in Lambda, where metrics are EMF.
+    pub metrics: Option<PrometheusHandle>,
 }
 
 impl AppState {
@@ -51,4 +52,30 @@ pub fn parse_ttl(seconds: Option<i64>) -> Result<Option<Ttl>, ApiError> {
 /// RFC 3339 in UTC with microseconds, the one timestamp format of the API.
 pub fn rfc3339(at: chrono::DateTime<chrono::Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// A time-to-live field: a whole number of seconds. JSON Schema counts `60.0` as an integer, so it is
+/// accepted too; `1.5`, strings and numbers beyond any valid TTL are refused (400).
+pub fn whole_seconds<'de, D>(deserializer: D) -> Result<Option<i64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::Deserialize;
+    use serde::de::Error;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    if let Some(n) = number.as_i64() {
+        return Ok(Some(n));
+    }
+    if number.as_u64().is_some() {
+        // Larger than any i64: certainly out of range, which the TTL check reports precisely.
+        return Ok(Some(i64::MAX));
+    }
+    match number.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => Ok(Some(f as i64)),
+        _ => Err(D::Error::custom(format!(
+            "a time-to-live is a whole number of seconds, got {number}"
+        ))),
+    }
 }

@@ -29,6 +29,7 @@ pub struct PasteInput {
     pub content: String,
     /// Seconds until the paste expires; without it the paste never expires.
     #[schema(minimum = 1, maximum = 31536000, example = 600)]
+    #[serde(default, deserialize_with = "super::whole_seconds")]
     pub timetolive: Option<i64>,
 }
 
@@ -58,7 +59,7 @@ impl From<&Message> for Paste {
 
 /// Store a paste.
 #[utoipa::path(post, path = "/paste", tag = "paste",
-    params(("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters; makes retries safe")),
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 visible ASCII characters; makes retries safe", pattern = r"^[!-~]{1,255}$")),
     request_body = PasteInput,
     responses(
         (status = 200, description = "Stored", body = Paste),
@@ -82,7 +83,7 @@ pub async fn create_paste(
 
 /// Read a paste.
 #[utoipa::path(get, path = "/paste/{id}", tag = "paste",
-    params(("id" = String, Path, description = "The paste id (a UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "The paste id (a UUID)")),
     responses(
         (status = 200, description = "The paste", body = Paste),
         (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
@@ -100,12 +101,12 @@ pub async fn get_paste(
 
 /// Replace a paste's content and time-to-live (counted from now).
 #[utoipa::path(put, path = "/paste/{id}", tag = "paste",
-    params(("id" = String, Path, description = "The paste id (a UUID)"),
-           ("If-Match" = Option<String>, Header, description = "Apply only if the current ETag is one of these (or `*`)")),
+    params(("id" = uuid::Uuid, Path, description = "The paste id (a UUID)"),
+           ("If-Match" = Option<String>, Header, nullable = false, description = "Apply only if the current ETag is one of these (or `*`); a malformed value is 400", pattern = r#"^\s*(\*|(W/)?"[!#-~]*"(\s*,\s*(W/)?"[!#-~]*")*)\s*$"#)),
     request_body = PasteInput,
     responses(
         (status = 200, description = "Updated", body = Paste),
-        (status = 400, description = "Malformed id, JSON or field", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed id, header, JSON or field", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such paste, or expired", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "The ETag no longer matches", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body or content too large", body = Problem, content_type = "application/problem+json"),
@@ -126,7 +127,7 @@ pub async fn update_paste(
 
 /// Delete a paste; answers with the paste as it was.
 #[utoipa::path(delete, path = "/paste/{id}", tag = "paste",
-    params(("id" = String, Path, description = "The paste id (a UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "The paste id (a UUID)")),
     responses(
         (status = 200, description = "Deleted; the paste as it was", body = Paste),
         (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),

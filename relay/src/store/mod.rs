@@ -4,6 +4,7 @@
 //! [`conformance`]; behaviour that differs between backends is a bug in a backend, not a feature.
 
 pub mod conformance;
+pub mod dynamodb;
 pub mod instrumented;
 pub mod memory;
 pub mod sqlite;
@@ -65,6 +66,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub enum Backend {
     Memory,
     Sqlite,
+    Dynamodb,
 }
 
 impl Backend {
@@ -72,6 +74,7 @@ impl Backend {
         match self {
             Self::Memory => "memory",
             Self::Sqlite => "sqlite",
+            Self::Dynamodb => "dynamodb",
         }
     }
 }

@@ -53,7 +53,7 @@ pub struct HttpResponseSent<'a> {
 
 impl Event for HttpResponseSent<'_> {
     fn emit(self) {
-        let latency_ms = self.latency.as_secs_f64() * 1000.0;
+        let latency_ms = millis(self.latency);
         let status = self.status.as_u16();
         if self.status.is_server_error() {
             tracing::error!(message = "Request failed.", status, latency_ms);
@@ -116,7 +116,7 @@ impl Event for StoreOperationCompleted<'_> {
     fn emit(self) {
         let backend = self.backend.as_str();
         let op = self.op.as_str();
-        let latency_ms = self.latency.as_secs_f64() * 1000.0;
+        let latency_ms = millis(self.latency);
         metrics::histogram!(Metric::StoreOperationDurationSeconds.as_str(), "backend" => backend, "op" => op)
             .record(self.latency.as_secs_f64());
         match self.error {
@@ -274,7 +274,22 @@ impl Event for AuthFailure {
     }
 }
 
-/// The relay started: sets the build-info gauge.
+/// Milliseconds with microsecond precision, for `latency_ms` fields.
+pub fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}
+
+/// A Lambda sandbox served its first request.
+pub struct ColdStart;
+
+impl Event for ColdStart {
+    fn emit(self) {
+        tracing::info!(message = "Cold start.");
+        metrics::counter!(Metric::ColdStartsTotal.as_str()).increment(1);
+    }
+}
+
+/// The relay started (the build-info gauge is set when the exporter is installed).
 pub struct RelayStarted<'a> {
     pub listen: &'a str,
     pub store: &'a str,
@@ -282,13 +297,10 @@ pub struct RelayStarted<'a> {
 
 impl Event for RelayStarted<'_> {
     fn emit(self) {
-        let version = env!("CARGO_PKG_VERSION");
         tracing::info!(
             message = "Relay started.",
             listen = self.listen,
-            store = self.store,
-            version
+            store = self.store
         );
-        metrics::gauge!(Metric::BuildInfo.as_str(), "version" => version).set(1.0);
     }
 }

@@ -1,19 +1,30 @@
-//! Telemetry: structured logs (tracing, JSON lines to stdout) and metrics (the `metrics` facade with a
-//! Prometheus recorder, served at `/metrics`). Events that emit both live in [`events`]; the metric
-//! catalog lives in [`names`].
+//! Telemetry: structured logs (tracing, one flat JSON object per line on stdout) and metrics (the
+//! `metrics` facade). Metrics are exported as Prometheus text at `/metrics` when the relay runs as a
+//! server, and as CloudWatch Embedded Metric Format lines when it runs in Lambda. Events that emit both
+//! a log line and a metric live in [`events`]; the metric catalog lives in [`names`].
+
+#![allow(clippy::disallowed_macros)] // the one place metrics are emitted
 
 pub mod events;
+pub mod format;
 pub mod names;
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::format::FmtSpan;
+use tracing_subscriber::fmt::format::JsonFields;
 
 use crate::config::LogFormat;
 use names::{Kind, Metric};
+
+/// The service name on every log line and the CloudWatch namespace of the relay's metrics.
+pub const SERVICE: &str = "relay";
+pub const NAMESPACE: &str = "Relay";
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Buckets for every duration histogram, in seconds: fine below 10 ms where the relay usually answers,
 /// coarse up to the request timeout.
@@ -21,58 +32,124 @@ const DURATION_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// Install the global log subscriber. Filters come from `RUST_LOG` (default `info`). Call once, from main.
-pub fn init_logging(format: LogFormat) {
+/// Where the relay runs, which decides the log writer and the metric exporter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    /// A long-running server: logs through a non-blocking writer, metrics at `/metrics`.
+    Server,
+    /// AWS Lambda: logs written before the invocation returns (the sandbox freezes after it), metrics as EMF.
+    Lambda,
+}
+
+/// Keep this alive until exit: dropping it flushes buffered log lines.
+#[must_use = "dropping the guard stops the log writer"]
+pub struct LogGuard {
+    _writer: Option<WorkerGuard>,
+}
+
+/// Install the global log subscriber. Filters come from `RUST_LOG` (default `info`). Call once.
+pub fn init_logging(format: LogFormat, env: &str, runtime: Runtime) -> LogGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout)
-        .with_span_events(FmtSpan::NONE);
+    let (writer, guard) = match runtime {
+        Runtime::Server => {
+            // Lossless: under a burst, requests wait for the writer rather than lines being dropped.
+            let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+                .lossy(false)
+                .finish(std::io::stdout());
+            (
+                tracing_subscriber::fmt::writer::BoxMakeWriter::new(writer),
+                Some(guard),
+            )
+        }
+        Runtime::Lambda => (
+            tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stdout),
+            None,
+        ),
+    };
     let result = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
+        LogFormat::Json => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(writer)
+            .fmt_fields(JsonFields::new())
+            .event_format(format::JsonLines::new(format::Identity {
+                service: SERVICE,
+                version: VERSION,
+                env: env.to_owned(),
+            }))
             .try_init(),
-        LogFormat::Pretty => builder.pretty().try_init(),
+        LogFormat::Pretty => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(writer)
+            .pretty()
+            .try_init(),
     };
     if let Err(error) = result {
         eprintln!("logging was already initialised: {error}");
     }
+    LogGuard { _writer: guard }
 }
 
-/// The process-wide Prometheus recorder, installed on first use (tests build many apps in one process).
-pub fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let recorder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), DURATION_BUCKETS)
-                .map(|b| b.build_recorder())
-                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
-            let handle = recorder.handle();
-            // Another recorder may already be installed (an embedding application's): then ours still
-            // renders, only without the facade's events.
-            let _ = metrics::set_global_recorder(recorder);
-            describe_all();
-            let upkeep = handle.clone();
-            let _ = std::thread::Builder::new()
-                .name("metrics-upkeep".into())
-                .spawn(move || {
-                    loop {
-                        std::thread::sleep(Duration::from_secs(5));
-                        upkeep.run_upkeep();
-                    }
-                });
-            handle
-        })
-        .clone()
+enum Exporter {
+    Prometheus(PrometheusHandle),
+    Emf,
+}
+
+static EXPORTER: OnceLock<Exporter> = OnceLock::new();
+
+/// The Prometheus handle for `/metrics`, installing the Prometheus recorder if no exporter is installed
+/// yet (servers and tests). `None` when the relay exports EMF instead (Lambda).
+pub fn prometheus() -> Option<PrometheusHandle> {
+    let exporter = EXPORTER.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), DURATION_BUCKETS)
+            .map(|b| b.build_recorder())
+            .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+        let handle = recorder.handle();
+        // Another recorder may already be installed (an embedding application's): ours then renders
+        // nothing, which the /metrics tests would catch.
+        let _ = metrics::set_global_recorder(recorder);
+        describe_all();
+        let upkeep = handle.clone();
+        let _ = std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                }
+            });
+        Exporter::Prometheus(handle)
+    });
+    match exporter {
+        Exporter::Prometheus(handle) => Some(handle.clone()),
+        Exporter::Emf => None,
+    }
+}
+
+/// Install the CloudWatch EMF recorder (namespace `Relay`, dimension `env` plus each metric's labels).
+pub fn install_emf(env: &str) -> Result<&'static metrics_cloudwatch_embedded::Collector, String> {
+    let collector = metrics_cloudwatch_embedded::Builder::new()
+        .cloudwatch_namespace(NAMESPACE)
+        .with_dimension("env", env.to_owned())
+        .with_lambda_request_id("RequestId")
+        .with_lambda_xray_trace_id("TraceId")
+        .init()
+        .map_err(|e| format!("cannot install the EMF recorder: {e}"))?;
+    EXPORTER
+        .set(Exporter::Emf)
+        .map_err(|_| "a metrics exporter was already installed".to_owned())?;
+    describe_all();
+    Ok(collector)
 }
 
 fn describe_all() {
+    metrics::gauge!(Metric::BuildInfo.as_str(), "version" => VERSION).set(1.0);
     for metric in Metric::ALL {
         let spec = metric.spec();
+        // Unlabelled counters start at zero, so rates and alarms have data from the first scrape.
+        if spec.kind == Kind::Counter && spec.labels.is_empty() {
+            metrics::counter!(spec.name).increment(0);
+        }
         let unit = match spec.unit {
             names::Unit::Count => metrics::Unit::Count,
             names::Unit::Seconds => metrics::Unit::Seconds,
@@ -84,4 +161,19 @@ fn describe_all() {
             Kind::Histogram => metrics::describe_histogram!(spec.name, unit, spec.help),
         }
     }
+}
+
+static ON_LAMBDA: AtomicBool = AtomicBool::new(false);
+static COLD: AtomicBool = AtomicBool::new(true);
+
+/// Mark the process as a Lambda function, so requests report `cold_start`.
+pub fn mark_lambda() {
+    ON_LAMBDA.store(true, Ordering::Relaxed);
+}
+
+/// In Lambda: `Some(true)` for the first request of this sandbox, then `Some(false)`. Elsewhere `None`.
+pub fn cold_start() -> Option<bool> {
+    ON_LAMBDA
+        .load(Ordering::Relaxed)
+        .then(|| COLD.swap(false, Ordering::Relaxed))
 }

@@ -38,6 +38,7 @@ pub enum Metric {
     AppTimestampsTotal,
     SavedStringUpdatesTotal,
     AdminAuthFailuresTotal,
+    ColdStartsTotal,
     BuildInfo,
 }
 
@@ -69,6 +70,7 @@ impl Metric {
         Metric::AppTimestampsTotal,
         Metric::SavedStringUpdatesTotal,
         Metric::AdminAuthFailuresTotal,
+        Metric::ColdStartsTotal,
         Metric::BuildInfo,
     ];
 
@@ -192,6 +194,13 @@ impl Metric {
                 &["reason"],
                 "Writes to the saved string refused for a missing or wrong admin token.",
             ),
+            Metric::ColdStartsTotal => (
+                "relay_cold_starts_total",
+                Counter,
+                Count,
+                &[],
+                "Lambda sandboxes that served their first request (0 outside Lambda).",
+            ),
             Metric::BuildInfo => (
                 "relay_build_info",
                 Gauge,
@@ -213,6 +222,38 @@ impl Metric {
 /// The whole catalog, in a stable order.
 pub fn catalog() -> Vec<Spec> {
     Metric::ALL.iter().map(|m| m.spec()).collect()
+}
+
+/// The catalog as a Markdown table (the README's metric list is this output, checked by a test).
+pub fn catalog_markdown() -> String {
+    let mut out =
+        String::from("| metric | kind | unit | labels | meaning |\n|---|---|---|---|---|\n");
+    for spec in catalog() {
+        let kind = match spec.kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        };
+        let unit = match spec.unit {
+            Unit::Count => "count",
+            Unit::Seconds => "seconds",
+            Unit::Bytes => "bytes",
+        };
+        let labels = if spec.labels.is_empty() {
+            "-".to_owned()
+        } else {
+            spec.labels
+                .iter()
+                .map(|l| format!("`{l}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        out.push_str(&format!(
+            "| `{}` | {kind} | {unit} | {labels} | {} |\n",
+            spec.name, spec.help
+        ));
+    }
+    out
 }
 
 #[cfg(test)]

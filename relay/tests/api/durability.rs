@@ -1,9 +1,7 @@
 //! The real binary, killed with SIGKILL under concurrent write load, loses no acknowledged write;
 //! a graceful restart keeps everything.
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,50 +9,17 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-struct Relay {
-    child: Child,
-    base: String,
-}
+use crate::helpers::{RelayProcess, spawn_binary};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start_relay(db: &Path) -> Relay {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_relay"))
-        .env("RELAY_LISTEN", format!("127.0.0.1:{port}"))
-        .env("RELAY_STORE", format!("sqlite:{}", db.display()))
-        .env("RELAY_RATE_LIMIT", "0")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
-            if r.status() == StatusCode::OK {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "the relay did not become ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Relay { child, base }
+async fn start_relay(db: &Path) -> RelayProcess {
+    spawn_binary(&[("RELAY_STORE", &format!("sqlite:{}", db.display()))]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_acknowledged_write_is_lost_to_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("relay.db");
-    let mut relay = start_relay(&db).await;
+    let relay = start_relay(&db).await;
     let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let client = reqwest::Client::new();
     let stop_at = Instant::now() + Duration::from_millis(1500);
@@ -90,8 +55,7 @@ async fn no_acknowledged_write_is_lost_to_kill_9() {
         })
         .collect();
     tokio::time::sleep_until((stop_at).into()).await;
-    relay.child.kill().unwrap(); // SIGKILL
-    relay.child.wait().unwrap();
+    relay.kill();
     for w in writers {
         w.await.unwrap();
     }
@@ -106,7 +70,7 @@ async fn no_acknowledged_write_is_lost_to_kill_9() {
         acked.len()
     );
 
-    let mut restarted = start_relay(&db).await;
+    let restarted = start_relay(&db).await;
     let count: Value = client
         .get(format!("{}/messages", restarted.base))
         .send()
@@ -134,8 +98,7 @@ async fn no_acknowledged_write_is_lost_to_kill_9() {
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["message"], *text);
     }
-    restarted.child.kill().unwrap();
-    restarted.child.wait().unwrap();
+    restarted.kill();
 }
 
 #[cfg(unix)]
@@ -143,7 +106,7 @@ async fn no_acknowledged_write_is_lost_to_kill_9() {
 async fn sigterm_drains_and_a_restart_serves_the_same_data() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("relay.db");
-    let mut relay = start_relay(&db).await;
+    let relay = start_relay(&db).await;
     let client = reqwest::Client::new();
     let created: Value = client
         .post(format!("{}/messages", relay.base))
@@ -154,16 +117,9 @@ async fn sigterm_drains_and_a_restart_serves_the_same_data() {
         .json()
         .await
         .unwrap();
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(relay.child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = relay.child.wait().unwrap();
-    assert!(exit.success(), "a graceful shutdown exits 0, got {exit}");
+    relay.stop();
 
-    let mut restarted = start_relay(&db).await;
+    let restarted = start_relay(&db).await;
     let read: Value = client
         .get(format!(
             "{}/messages/{}",
@@ -177,6 +133,5 @@ async fn sigterm_drains_and_a_restart_serves_the_same_data() {
         .await
         .unwrap();
     assert_eq!(read, created);
-    restarted.child.kill().unwrap();
-    restarted.child.wait().unwrap();
+    restarted.stop();
 }

@@ -26,7 +26,12 @@ fn init_logs() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         if std::env::var_os("TEST_LOG").is_some() {
-            relay::telemetry::init_logging(LogFormat::Pretty);
+            let guard = relay::telemetry::init_logging(
+                LogFormat::Pretty,
+                "test",
+                relay::telemetry::Runtime::Lambda,
+            );
+            std::mem::forget(guard);
         }
     });
 }
@@ -42,7 +47,7 @@ pub async fn spawn_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = Config::for_tests();
     config.rate_limit = 0;
     configure(&mut config);
-    let store = startup::open_store(&config.store).expect("open store");
+    let store = startup::open_store(&config).await.expect("open store");
     let app = startup::build(&config, store.clone());
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -185,4 +190,94 @@ pub async fn assert_problem(response: Response, status: StatusCode, code: &str) 
     );
     assert_eq!(body["request_id"], header_id, "{body}");
     body
+}
+
+/// The real relay binary, started on a free loopback port.
+pub struct RelayProcess {
+    pub child: std::process::Child,
+    pub base: String,
+    stdout: Option<std::thread::JoinHandle<String>>,
+}
+
+/// A free loopback port (bound and released: good enough for tests on one machine).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Start `target/.../relay` with `envs` (plus a free `RELAY_LISTEN`) and wait until `/readyz` is 200.
+/// Its stdout is collected and returned by `stop`.
+pub async fn spawn_binary(envs: &[(&str, &str)]) -> RelayProcess {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let port = free_port();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_relay"));
+    command
+        .env("RELAY_LISTEN", format!("127.0.0.1:{port}"))
+        .env("RELAY_RATE_LIMIT", "0")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (key, value) in envs {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let mut pipe = child.stdout.take().unwrap();
+    let stdout = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    });
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
+            if r.status() == StatusCode::OK {
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    RelayProcess {
+        child,
+        base,
+        stdout: Some(stdout),
+    }
+}
+
+impl RelayProcess {
+    /// SIGTERM (a graceful stop that flushes logs), wait, and return everything it printed on stdout.
+    pub fn stop(mut self) -> String {
+        let pid = self.child.id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "a graceful stop exits 0, got {status}");
+        self.stdout
+            .take()
+            .map(|h| h.join().unwrap())
+            .unwrap_or_default()
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

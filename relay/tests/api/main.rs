@@ -5,11 +5,14 @@
 
 mod app_log;
 mod durability;
+mod dynamodb;
 mod health;
 mod helpers;
+mod lambda;
 mod layers;
 mod messages;
 mod openapi;
 mod paste;
 mod saved;
 mod store_conformance;
+mod telemetry;

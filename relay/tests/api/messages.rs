@@ -379,3 +379,51 @@ async fn the_default_limit_is_64_kib() {
         .await;
     assert_eq!(over.status(), StatusCode::PAYLOAD_TOO_LARGE);
 }
+
+#[tokio::test]
+async fn a_ttl_written_as_a_whole_float_is_accepted() {
+    // JSON Schema counts 60.0 as an integer; so does the relay.
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .post(app.url("/messages"))
+        .header("content-type", "application/json")
+        .body(r#"{"message": "x", "ttl_seconds": 60.0}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let body: Value = response.json().await.unwrap();
+    let created =
+        chrono::DateTime::parse_from_rfc3339(body["created_at"].as_str().unwrap()).unwrap();
+    let expires =
+        chrono::DateTime::parse_from_rfc3339(body["expires_at"].as_str().unwrap()).unwrap();
+    assert_eq!((expires - created).num_seconds(), 60);
+}
+
+#[tokio::test]
+async fn a_malformed_if_match_is_400_not_a_silent_412() {
+    let app = spawn_app().await;
+    let created = app.create("v1", None).await;
+    let path = format!("/messages/{}", created["id"].as_str().unwrap());
+    for value in ["1", "null", "\"1\", 2"] {
+        let response = app
+            .client
+            .put(app.url(&path))
+            .header("if-match", value)
+            .json(&json!({"message": "v2"}))
+            .send()
+            .await
+            .unwrap();
+        let problem = assert_problem(response, StatusCode::BAD_REQUEST, "invalid-header").await;
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("double quotes"),
+            "{problem}"
+        );
+    }
+    let body: Value = app.get(&path).await.json().await.unwrap();
+    assert_eq!(body["message"], "v1", "nothing changed");
+}

@@ -1,0 +1,618 @@
+//! The DynamoDB store against a local DynamoDB-API server (moto): the conformance suite, the table
+//! design, the sweeper's exact count, HTTP round trips, `relay create-table`, and an outage (a hung,
+//! then killed, then restarted server) that must give 503s and heal without restarting the relay.
+//!
+//! These tests need the server that `scripts/aws-local.sh start` runs (its environment gives the
+//! endpoint, region and dummy credentials); without it they fail with how to start it, never skip.
+//! The outage test starts and kills its own server, never the shared one.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::TimeDelta;
+use relay::config::StoreUri;
+use relay::domain::{Message, MessageBody, Ttl, now};
+use relay::store::dynamodb::schema::{
+    EXPIRES_AT, EXPIRY_BUCKET, TTL_AT, TTL_GRACE_SECONDS, message_key,
+};
+use relay::store::dynamodb::{DynamoStore, TABLE, TableCreated};
+use relay::store::{DynStore, Store, StoreError, conformance};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{assert_problem, free_port, spawn_binary, spawn_with};
+
+/// The shared local server's endpoint; a clear failure when it is not running.
+fn local_endpoint() -> String {
+    match std::env::var("AWS_ENDPOINT_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => panic!(
+            "the DynamoDB tests need a local DynamoDB-API server and AWS_ENDPOINT_URL; start it: \
+             ./scripts/aws-local.sh install && eval \"$(./scripts/aws-local.sh start)\""
+        ),
+    }
+}
+
+/// A table name no other test (or run) uses.
+fn unique_table(purpose: &str) -> String {
+    format!("relay-test-{purpose}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A store on a fresh table of its own on `endpoint`.
+async fn fresh_store(endpoint: &str, purpose: &str) -> DynamoStore {
+    let store = DynamoStore::connect(&unique_table(purpose), Some(endpoint))
+        .await
+        .unwrap();
+    assert_eq!(store.create_table().await.unwrap(), TableCreated::Created);
+    store
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dynamodb_store_conforms() {
+    let endpoint = local_endpoint();
+    let started = Instant::now();
+    conformance::run_all(|| {
+        let endpoint = endpoint.clone();
+        async move { Arc::new(fresh_store(&endpoint, "conformance").await) as DynStore }
+    })
+    .await;
+    eprintln!(
+        "dynamodb conformance: {} cases in {:.1} s",
+        conformance::CASES.len(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[tokio::test]
+async fn create_table_builds_the_documented_design_and_is_idempotent() {
+    let endpoint = local_endpoint();
+    let store = fresh_store(&endpoint, "design").await;
+    let described = store
+        .client()
+        .describe_table()
+        .table_name(store.table())
+        .send()
+        .await
+        .unwrap();
+    let table = described.table().unwrap();
+    let keys: Vec<_> = table
+        .key_schema()
+        .iter()
+        .map(|k| (k.attribute_name(), k.key_type().as_str()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            (TABLE.partition_key.name, "HASH"),
+            (TABLE.sort_key.name, "RANGE")
+        ]
+    );
+    let mut attributes: Vec<_> = table
+        .attribute_definitions()
+        .iter()
+        .map(|a| (a.attribute_name(), a.attribute_type().as_str()))
+        .collect();
+    attributes.sort_unstable();
+    let mut expected: Vec<_> = TABLE
+        .attribute_definitions()
+        .iter()
+        .map(|a| (a.name, a.kind))
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(attributes, expected);
+    let index = &table.global_secondary_indexes()[0];
+    assert_eq!(index.index_name(), Some(TABLE.indexes[0].name));
+    let index_keys: Vec<_> = index
+        .key_schema()
+        .iter()
+        .map(|k| k.attribute_name())
+        .collect();
+    assert_eq!(index_keys, [EXPIRY_BUCKET, EXPIRES_AT]);
+    assert_eq!(
+        index
+            .projection()
+            .and_then(|p| p.projection_type())
+            .map(|p| p.as_str()),
+        Some(TABLE.indexes[0].projection)
+    );
+    assert_eq!(
+        table
+            .billing_mode_summary()
+            .and_then(|b| b.billing_mode())
+            .map(|b| b.as_str()),
+        Some(TABLE.billing_mode)
+    );
+    let ttl = store
+        .client()
+        .describe_time_to_live()
+        .table_name(store.table())
+        .send()
+        .await
+        .unwrap();
+    let ttl = ttl.time_to_live_description().unwrap();
+    assert_eq!(ttl.attribute_name(), Some(TTL_AT));
+    assert_eq!(
+        ttl.time_to_live_status().map(|s| s.as_str()),
+        Some("ENABLED")
+    );
+
+    assert_eq!(
+        store.create_table().await.unwrap(),
+        TableCreated::AlreadyExisted,
+        "a second create-table leaves the table alone"
+    );
+}
+
+#[tokio::test]
+async fn the_create_table_subcommand_creates_the_table_once() {
+    let endpoint = local_endpoint();
+    let table = unique_table("cli");
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_relay"))
+            .args(["--store", &format!("dynamodb:{table}")])
+            .args(["--dynamodb-endpoint", &endpoint, "create-table"])
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        first.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(stdout.contains("Created the DynamoDB table"), "{stdout}");
+    let second = run();
+    assert!(second.status.success());
+    assert!(String::from_utf8_lossy(&second.stdout).contains("already exists"));
+
+    let not_dynamodb = Command::new(env!("CARGO_BIN_EXE_relay"))
+        .args(["--store", "memory:", "create-table"])
+        .output()
+        .unwrap();
+    assert_eq!(not_dynamodb.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&not_dynamodb.stderr).contains("dynamodb:TABLE"));
+}
+
+#[tokio::test]
+async fn the_sweeper_counts_expired_messages_down_exactly_once_across_hours() {
+    let endpoint = local_endpoint();
+    let store = fresh_store(&endpoint, "sweep").await;
+    let message = |ttl: i64| Message::new(MessageBody::from_stored("m"), Ttl::parse(ttl).ok());
+    let lasting = Message::new(MessageBody::from_stored("stays"), None);
+    let soon = message(5);
+    let in_two_hours = message(2 * 3600);
+    let in_five_hours = message(5 * 3600);
+    for m in [&lasting, &soon, &in_two_hours, &in_five_hours] {
+        store.create_message(m, None).await.unwrap();
+    }
+    // The DynamoDB TTL attribute lies a grace period after the expiry: the sweeper gets there first.
+    let raw = store
+        .client()
+        .get_item()
+        .table_name(store.table())
+        .set_key(Some(message_key(soon.id)))
+        .send()
+        .await
+        .unwrap();
+    let item = raw.item().unwrap();
+    let number = |name: &str| item[name].as_n().unwrap().parse::<i64>().unwrap();
+    assert_eq!(number(TTL_AT), number(EXPIRES_AT) + TTL_GRACE_SECONDS);
+    assert_eq!(
+        store.sweep_expired(now(), 100).await.unwrap(),
+        0,
+        "nothing has expired yet"
+    );
+
+    assert_eq!(store.count_messages().await.unwrap(), 4);
+    let first = now() + TimeDelta::seconds(10);
+    assert_eq!(store.sweep_expired(first, 100).await.unwrap(), 1);
+    assert_eq!(store.count_messages().await.unwrap(), 3);
+    assert_eq!(store.sweep_expired(first, 100).await.unwrap(), 0);
+
+    // A message deleted by a client before the sweep is not counted down a second time.
+    store.delete_message(in_two_hours.id, now()).await.unwrap();
+    assert_eq!(store.count_messages().await.unwrap(), 2);
+    let later = now() + TimeDelta::hours(6);
+    assert_eq!(
+        store.sweep_expired(later, 100).await.unwrap(),
+        1,
+        "messages in later hour buckets are found as their hours come"
+    );
+    assert_eq!(store.count_messages().await.unwrap(), 1);
+    assert_eq!(store.sweep_expired(later, 100).await.unwrap(), 0);
+    assert!(
+        store
+            .get_message(lasting.id, later)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn a_missing_table_is_unavailable_and_names_the_fix() {
+    let endpoint = local_endpoint();
+    let store = DynamoStore::connect(&unique_table("missing"), Some(&endpoint))
+        .await
+        .unwrap();
+    let error = store.ping().await.unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Unavailable(m) if m.contains("create-table")),
+        "{error:?}"
+    );
+    let write = store
+        .create_message(&Message::new(MessageBody::from_stored("x"), None), None)
+        .await;
+    assert!(
+        matches!(write, Err(StoreError::Unavailable(_))),
+        "{write:?}"
+    );
+}
+
+#[tokio::test]
+async fn http_round_trips_on_the_dynamodb_store() {
+    let endpoint = local_endpoint();
+    let table = fresh_store(&endpoint, "api").await.table().to_owned();
+    let app = spawn_with(|c| {
+        c.store = StoreUri::Dynamodb { table };
+        c.dynamodb_endpoint = Some(endpoint);
+        c.admin_token = Some("0123456789abcdef-admin".parse().unwrap());
+    })
+    .await;
+
+    let ready: Value = app.get("/readyz").await.json().await.unwrap();
+    assert_eq!(ready["checks"]["store"]["backend"], "dynamodb", "{ready}");
+    assert_eq!(ready["checks"]["store"]["status"], "up", "{ready}");
+
+    let created = app.create("hello from dynamodb", Some(600)).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let path = format!("/messages/{id}");
+    let got = app.get(&path).await;
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(got.headers()["etag"], "\"1\"");
+    let got: Value = got.json().await.unwrap();
+    assert_eq!(got, created);
+    assert_eq!(app.count().await, 1);
+
+    let updated = app
+        .client
+        .put(app.url(&path))
+        .header("if-match", "\"1\"")
+        .json(&json!({"message": "changed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(updated.status(), StatusCode::OK);
+    assert_eq!(updated.headers()["etag"], "\"2\"");
+    let stale = app
+        .client
+        .put(app.url(&path))
+        .header("if-match", "\"1\"")
+        .json(&json!({"message": "lost update"}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(
+        stale,
+        StatusCode::PRECONDITION_FAILED,
+        "precondition-failed",
+    )
+    .await;
+
+    let first = app
+        .client
+        .post(app.url("/messages"))
+        .header("idempotency-key", "order-7")
+        .json(&json!({"message": "once"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: Value = first.json().await.unwrap();
+    let retry = app
+        .client
+        .post(app.url("/messages"))
+        .header("idempotency-key", "order-7")
+        .json(&json!({"message": "once"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retry.headers()["idempotency-replayed"], "true");
+    assert_eq!(retry.json::<Value>().await.unwrap()["id"], first["id"]);
+    assert_eq!(app.count().await, 2);
+
+    assert_eq!(app.delete(&path).await.status(), StatusCode::NO_CONTENT);
+    assert_problem(
+        app.delete(&path).await,
+        StatusCode::NOT_FOUND,
+        "message-not-found",
+    )
+    .await;
+    assert_problem(
+        app.get(&path).await,
+        StatusCode::NOT_FOUND,
+        "message-not-found",
+    )
+    .await;
+    assert_eq!(app.count().await, 1);
+
+    let mut written = Vec::new();
+    for _ in 0..3 {
+        let response = app.client.post(app.url("/app")).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        written.push(response.text().await.unwrap());
+    }
+    written.reverse();
+    let page: Value = app.get("/app?limit=2").await.json().await.unwrap();
+    assert_eq!(page["count"], 3);
+    assert_eq!(page["timestamps"], json!(written[..2]));
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let rest: Value = app
+        .get(&format!("/app?limit=2&cursor={cursor}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rest["timestamps"], json!(written[2..]));
+    assert!(rest.get("next_cursor").is_none(), "{rest}");
+
+    let saved = app
+        .client
+        .put(app.url("/saved"))
+        .bearer_auth("0123456789abcdef-admin")
+        .header("content-type", "text/plain")
+        .body("from <dynamodb>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), StatusCode::NO_CONTENT);
+    let html = app.get("/saved").await.text().await.unwrap();
+    assert!(
+        html.contains("The saved string is from &lt;dynamodb&gt;"),
+        "{html}"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_relay_binary_serves_from_a_dynamodb_table() {
+    let endpoint = local_endpoint();
+    let table = fresh_store(&endpoint, "binary").await.table().to_owned();
+    let store = format!("dynamodb:{table}");
+    let relay = spawn_binary(&[
+        ("RELAY_STORE", &store),
+        ("RELAY_DYNAMODB_ENDPOINT", &endpoint),
+    ])
+    .await;
+    let client = reqwest::Client::new();
+    let created = client
+        .post(format!("{}/messages", relay.base))
+        .json(&json!({"message": "via the binary"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let count: Value = client
+        .get(format!("{}/messages", relay.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(count["count"], 1);
+    relay.stop();
+}
+
+// ---- outage ---------------------------------------------------------------------------------------
+
+/// A moto server of this test's own, on a fixed port so a restart comes back at the same address.
+struct LocalServer {
+    child: Child,
+    port: u16,
+}
+
+impl LocalServer {
+    async fn start(port: u16) -> Self {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let binary = root.join(".venv-tools/bin/moto_server");
+        assert!(
+            binary.exists(),
+            "{} is missing: run ./scripts/aws-local.sh install",
+            binary.display()
+        );
+        let child = Command::new(&binary)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Self { child, port };
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let probe = client.get(format!("{}/moto-api/", server.url())).send();
+            if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(1), probe).await {
+                if r.status().is_success() {
+                    return server;
+                }
+            }
+            assert!(Instant::now() < deadline, "moto did not start on {port}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        // A stopped process must be continued to die promptly.
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        self.kill();
+    }
+}
+
+/// Every response during the outage: a 503 problem with Retry-After, within the request timeout.
+async fn assert_fast_503(request: reqwest::RequestBuilder, budget: Duration, what: &str) -> Value {
+    let started = Instant::now();
+    let response = request.send().await.unwrap();
+    let took = started.elapsed();
+    eprintln!("outage: {what}: {} in {took:.2?}", response.status());
+    assert!(took < budget, "{what}: answered after {took:?}");
+    assert_eq!(
+        response.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{what}: {:?}",
+        response.text().await
+    );
+    assert!(
+        response.headers().contains_key("retry-after"),
+        "{what}: 503s say when to retry"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("urn:relayops:problem:")),
+        "{what}: {body}"
+    );
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_outage_gives_503s_and_heals_without_a_restart() {
+    // The relay's credentials and region come from the environment the shared server exports.
+    local_endpoint();
+    let port = free_port();
+    let mut server = LocalServer::start(port).await;
+    let endpoint = server.url();
+    let table = fresh_store(&endpoint, "outage").await.table().to_owned();
+    let request_timeout = Duration::from_secs(8);
+    let app = spawn_with(|c| {
+        c.store = StoreUri::Dynamodb {
+            table: table.clone(),
+        };
+        c.dynamodb_endpoint = Some(endpoint.clone());
+        c.request_timeout = request_timeout;
+        c.cache_ttl = Duration::ZERO;
+    })
+    .await;
+    let before = app.create("before the outage", None).await;
+    assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
+    let budget = request_timeout + Duration::from_secs(1);
+    let post = || {
+        app.client
+            .post(app.url("/messages"))
+            .json(&json!({"message": "during"}))
+    };
+
+    // 1. The server hangs (accepts connections, never answers): timeouts, not a hang.
+    server.signal("-STOP");
+    let (write, count, ready) = tokio::join!(
+        assert_fast_503(post(), budget, "create while hung"),
+        assert_fast_503(
+            app.client.get(app.url("/messages")),
+            budget,
+            "count while hung"
+        ),
+        assert_fast_503(
+            app.client.get(app.url("/readyz")),
+            budget,
+            "readyz while hung"
+        ),
+    );
+    assert_eq!(ready["checks"]["store"]["status"], "down", "{ready}");
+    for body in [&write, &count] {
+        let kind = body["type"].as_str().unwrap();
+        assert!(
+            kind.ends_with(":unavailable") || kind.ends_with(":timeout"),
+            "{body}"
+        );
+    }
+    server.signal("-CONT");
+    let healed = app.post_message(json!({"message": "after the hang"})).await;
+    assert_eq!(healed.status(), StatusCode::CREATED);
+
+    // 2. The server dies: connection refused, answered at once.
+    server.kill();
+    let budget_down = Duration::from_secs(5);
+    let write = assert_fast_503(post(), budget_down, "create while down").await;
+    assert_eq!(write["type"], "urn:relayops:problem:unavailable", "{write}");
+    let id = before["id"].as_str().unwrap();
+    let read = app.client.get(app.url(&format!("/messages/{id}")));
+    assert_fast_503(read, budget_down, "read while down").await;
+    let update = app
+        .client
+        .put(app.url(&format!("/messages/{id}")))
+        .json(&json!({"message": "x"}));
+    assert_fast_503(update, budget_down, "update while down").await;
+    assert_fast_503(
+        app.client.post(app.url("/app")),
+        budget_down,
+        "log while down",
+    )
+    .await;
+    let ready = assert_fast_503(app.client.get(app.url("/readyz")), budget_down, "readyz").await;
+    assert_eq!(ready["checks"]["store"]["status"], "down", "{ready}");
+
+    // 3. It comes back empty: still 503 (the table is missing, and readiness says how to fix it) ...
+    let server = LocalServer::start(port).await;
+    let ready = assert_fast_503(app.client.get(app.url("/readyz")), budget_down, "no table").await;
+    assert!(
+        ready["checks"]["store"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("create-table")),
+        "{ready}"
+    );
+    // ... until the table is back: then 2xx again, without restarting the relay.
+    let recreated = DynamoStore::connect(&table, Some(&server.url()))
+        .await
+        .unwrap();
+    assert_eq!(
+        recreated.create_table().await.unwrap(),
+        TableCreated::Created
+    );
+    let recovering = Instant::now();
+    let deadline = recovering + Duration::from_secs(15);
+    loop {
+        let response = app.post_message(json!({"message": "after"})).await;
+        if response.status() == StatusCode::CREATED {
+            break;
+        }
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(Instant::now() < deadline, "the relay did not recover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "outage: first 201 {:.2?} after the table was recreated",
+        recovering.elapsed()
+    );
+    assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
+    assert_eq!(
+        app.count().await,
+        1,
+        "the recreated table holds only the new message"
+    );
+    app.shutdown().await;
+}

@@ -1,0 +1,220 @@
+//! The Lambda entry, end to end without AWS: the real binary runs under a small stand-in for the Lambda
+//! Runtime API (the HTTP protocol the Lambda service speaks to every function), is fed recorded API
+//! Gateway HTTP API v2 events, and its answers, EMF metric lines and JSON log lines are checked.
+
+use std::collections::VecDeque;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+#[derive(Clone)]
+struct RuntimeApi {
+    events: Arc<Mutex<VecDeque<(String, Value)>>>,
+    answers: mpsc::UnboundedSender<(String, Value)>,
+}
+
+async fn next_invocation(State(api): State<RuntimeApi>) -> Response {
+    let next = api.events.lock().unwrap().pop_front();
+    let Some((id, event)) = next else {
+        // No more events: a real runtime API holds the long poll open, and so do we.
+        std::future::pending::<()>().await;
+        unreachable!()
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "lambda-runtime-aws-request-id",
+        HeaderValue::from_str(&id).unwrap(),
+    );
+    let deadline = chrono::Utc::now().timestamp_millis() + 30_000;
+    headers.insert("lambda-runtime-deadline-ms", HeaderValue::from(deadline));
+    headers.insert(
+        "lambda-runtime-invoked-function-arn",
+        HeaderValue::from_static("arn:aws:lambda:us-west-2:123456789012:function:relay-dev"),
+    );
+    headers.insert(
+        "lambda-runtime-trace-id",
+        HeaderValue::from_static("Root=1-67891233-abcdef012345678912345678;Sampled=1"),
+    );
+    (StatusCode::OK, headers, event.to_string()).into_response()
+}
+
+async fn invocation_response(
+    State(api): State<RuntimeApi>,
+    Path(id): Path<String>,
+    body: String,
+) -> StatusCode {
+    let value: Value = serde_json::from_str(&body).unwrap_or(Value::String(body));
+    let _ = api.answers.send((id, value));
+    StatusCode::ACCEPTED
+}
+
+async fn invocation_error(
+    State(api): State<RuntimeApi>,
+    Path(id): Path<String>,
+    body: String,
+) -> StatusCode {
+    let _ = api
+        .answers
+        .send((id, serde_json::json!({ "runtime_error": body })));
+    StatusCode::ACCEPTED
+}
+
+fn fixture(name: &str) -> Value {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn api_gateway_events_are_served_with_emf_metrics_and_json_logs() {
+    let events = vec![
+        ("inv-1".to_owned(), fixture("apigw-v2-post-messages.json")),
+        ("inv-2".to_owned(), fixture("apigw-v2-get-count.json")),
+        (
+            "inv-3".to_owned(),
+            fixture("apigw-v2-get-malformed-id.json"),
+        ),
+    ];
+    let (tx, mut answers) = mpsc::unbounded_channel();
+    let api = RuntimeApi {
+        events: Arc::new(Mutex::new(events.into())),
+        answers: tx,
+    };
+    let router = Router::new()
+        .route("/2018-06-01/runtime/invocation/next", get(next_invocation))
+        .route(
+            "/2018-06-01/runtime/invocation/{id}/response",
+            post(invocation_response),
+        )
+        .route(
+            "/2018-06-01/runtime/invocation/{id}/error",
+            post(invocation_error),
+        )
+        .with_state(api);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let runtime_api = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_relay"))
+        .env("AWS_LAMBDA_RUNTIME_API", &runtime_api)
+        .env("AWS_LAMBDA_FUNCTION_NAME", "relay-dev")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/11/25/[$LATEST]abc")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/relay-dev")
+        .env("AWS_REGION", "us-west-2")
+        .env("RELAY_STORE", "memory:")
+        .env("RELAY_ENV", "dev")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdout.take().unwrap();
+    let stdout = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    });
+
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let answer = tokio::time::timeout(Duration::from_secs(20), answers.recv())
+            .await
+            .expect("the function answered")
+            .unwrap();
+        got.push(answer);
+    }
+    // Give the last EMF flush a moment to reach stdout, then stop the sandbox.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let stdout = stdout.join().unwrap();
+
+    assert_eq!(got[0].0, "inv-1");
+    assert_eq!(got[0].1["statusCode"], 201, "{}", got[0].1);
+    let created: Value = serde_json::from_str(got[0].1["body"].as_str().unwrap()).unwrap();
+    assert_eq!(created["message"], "from lambda");
+    assert_eq!(got[1].1["statusCode"], 200);
+    let count: Value = serde_json::from_str(got[1].1["body"].as_str().unwrap()).unwrap();
+    assert_eq!(count["count"], 1);
+    assert_eq!(got[2].1["statusCode"], 400);
+    let problem: Value = serde_json::from_str(got[2].1["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        problem["request_id"], "BadIdReq1=",
+        "in Lambda the request id is API Gateway's"
+    );
+
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let finished: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "Request finished.")
+        .collect();
+    assert_eq!(finished.len(), 3, "{stdout}");
+    assert_eq!(finished[0]["request_id"], "PostMsg1Req=");
+    assert_eq!(
+        finished[0]["cold_start"], true,
+        "the first request of a sandbox is its cold start"
+    );
+    assert_eq!(finished[1]["cold_start"], false);
+    assert_eq!(finished[1]["route"], "/messages");
+    assert_eq!(finished[0]["env"], "dev");
+    assert!(
+        lines.iter().any(|l| l["message"] == "Cold start."),
+        "{stdout}"
+    );
+
+    let emf: Vec<&Value> = lines.iter().filter(|l| l.get("_aws").is_some()).collect();
+    assert!(
+        emf.len() >= 3,
+        "one EMF document per invocation at least: {stdout}"
+    );
+    for doc in &emf {
+        let metrics = &doc["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(metrics["Namespace"], "Relay");
+        assert!(doc["_aws"]["Timestamp"].is_number());
+        let dims = metrics["Dimensions"][0].as_array().unwrap();
+        assert!(dims.iter().any(|d| d == "env"), "{doc}");
+        assert!(dims.len() <= 4, "dimensions kept few: {doc}");
+        for name in metrics["Metrics"].as_array().unwrap() {
+            let name = name["Name"].as_str().unwrap();
+            assert!(doc.get(name).is_some(), "each metric has its value: {doc}");
+            assert!(
+                relay::telemetry::names::Metric::ALL
+                    .iter()
+                    .any(|m| m.as_str() == name),
+                "{name} is in the catalog"
+            );
+        }
+    }
+    let request_counts: Vec<&&Value> = emf
+        .iter()
+        .filter(|d| {
+            d.get("relay_http_requests_total").is_some()
+                && d["route"] == "/messages"
+                && d["method"] == "POST"
+        })
+        .collect();
+    assert!(
+        !request_counts.is_empty(),
+        "the POST was counted with its route and method as dimensions: {stdout}"
+    );
+    assert_eq!(request_counts[0]["status_class"], "2xx");
+    assert_eq!(request_counts[0]["env"], "dev");
+    assert!(
+        emf.iter()
+            .any(|d| d.get("relay_cold_starts_total").is_some()),
+        "{stdout}"
+    );
+}

@@ -1,0 +1,435 @@
+//! Logs and metrics as an operator sees them: the exact shape of the JSON log lines of the real binary,
+//! no secrets at info, every catalog metric exposed, no high-cardinality labels, and the README's metric
+//! list generated from the catalog.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use relay::telemetry::names::{Kind, Metric, catalog, catalog_markdown};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{spawn_binary, spawn_with};
+
+const TOKEN: &str = "log-test-admin-token-5f1e2d";
+
+fn parse_lines(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line}"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn json_log_lines_carry_the_documented_fields() {
+    let relay = spawn_binary(&[
+        ("RELAY_STORE", "memory:"),
+        ("RUST_LOG", "debug"),
+        ("RELAY_ENV", "ci"),
+    ])
+    .await;
+    let client = reqwest::Client::new();
+    let created: Value = client
+        .post(format!("{}/messages", relay.base))
+        .header("x-request-id", "shape-test-1")
+        .json(&json!({"message": "shape"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    client
+        .get(format!("{}/messages/{id}", relay.base))
+        .header("x-request-id", "shape-test-2")
+        .send()
+        .await
+        .unwrap();
+    let lines = parse_lines(&relay.stop());
+
+    for line in &lines {
+        for field in [
+            "timestamp",
+            "level",
+            "target",
+            "service",
+            "version",
+            "env",
+            "message",
+        ] {
+            assert!(
+                line.get(field).is_some(),
+                "every line has `{field}`: {line}"
+            );
+        }
+        assert_eq!(line["service"], "relay");
+        assert_eq!(line["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(line["env"], "ci");
+        assert!(chrono::DateTime::parse_from_rfc3339(line["timestamp"].as_str().unwrap()).is_ok());
+        assert!(
+            line.get("span").is_none() && line.get("fields").is_none(),
+            "flat, not nested: {line}"
+        );
+    }
+    let finished: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "Request finished." && l["request_id"] == "shape-test-1")
+        .collect();
+    assert_eq!(finished.len(), 1, "one request line per request");
+    let line = finished[0];
+    assert_eq!(line["level"], "INFO");
+    assert_eq!(line["method"], "POST");
+    assert_eq!(line["route"], "/messages");
+    assert_eq!(line["status"], 201);
+    assert!(line["latency_ms"].as_f64().unwrap() > 0.0);
+    assert!(
+        line.get("cold_start").is_none(),
+        "cold_start only in Lambda"
+    );
+
+    let read = lines
+        .iter()
+        .find(|l| l["message"] == "Request finished." && l["request_id"] == "shape-test-2")
+        .unwrap();
+    assert_eq!(
+        read["route"], "/messages/{id}",
+        "the route template, never the raw path"
+    );
+
+    let store_line = lines
+        .iter()
+        .find(|l| l["message"] == "Store operation finished." && l["request_id"] == "shape-test-1")
+        .expect("store calls log at debug inside the request");
+    assert_eq!(store_line["level"], "DEBUG");
+    assert_eq!(store_line["op"], "create_message");
+    assert_eq!(store_line["backend"], "memory");
+    assert_eq!(store_line["outcome"], "ok");
+    assert!(store_line["latency_ms"].is_number());
+}
+
+#[tokio::test]
+async fn message_contents_and_tokens_never_reach_info_logs() {
+    let relay = spawn_binary(&[
+        ("RELAY_STORE", "memory:"),
+        ("RUST_LOG", "info"),
+        ("RELAY_ADMIN_TOKEN", TOKEN),
+    ])
+    .await;
+    let client = reqwest::Client::new();
+    let secret = "TOP-SECRET-MESSAGE-BODY-4d2c";
+    let created: Value = client
+        .post(format!("{}/messages", relay.base))
+        .json(&json!({"message": secret}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let path = format!(
+        "{}/messages/{}",
+        relay.base,
+        created["id"].as_str().unwrap()
+    );
+    client.get(&path).send().await.unwrap();
+    client
+        .put(&path)
+        .json(&json!({"message": format!("{secret}-v2")}))
+        .send()
+        .await
+        .unwrap();
+    client
+        .post(format!("{}/paste", relay.base))
+        .json(&json!({"content": format!("{secret}-paste")}))
+        .send()
+        .await
+        .unwrap();
+    let saved = "SECRET-SAVED-VALUE-77aa";
+    let ok = client
+        .put(format!("{}/saved", relay.base))
+        .bearer_auth(TOKEN)
+        .header("content-type", "text/plain")
+        .body(saved)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::NO_CONTENT);
+    let wrong = "WRONG-TOKEN-GUESS-123456";
+    let refused = client
+        .put(format!("{}/saved", relay.base))
+        .bearer_auth(wrong)
+        .header("content-type", "text/plain")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let stdout = relay.stop();
+
+    assert!(
+        stdout.contains("Saved string updated."),
+        "the events did log: {stdout}"
+    );
+    assert!(stdout.contains("Admin authentication failed."), "{stdout}");
+    for needle in [secret, saved, TOKEN, wrong] {
+        assert!(
+            !stdout.contains(needle),
+            "`{needle}` leaked into the info logs"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_catalog_metric_is_exposed_after_exercising_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_with(|c| {
+        c.store = relay::config::StoreUri::Sqlite(dir.path().join("relay.db"));
+        c.rate_limit = 5;
+        c.rate_limit_burst = Some(40);
+        c.sweep_interval = Duration::from_millis(200);
+        c.admin_token = Some(TOKEN.parse().unwrap());
+    })
+    .await;
+    let m = app.create("metrics", None).await;
+    let path = format!("/messages/{}", m["id"].as_str().unwrap());
+    app.get(&path).await; // cache hit (the create primed it)
+    app.get(&format!("/messages/{}", uuid::Uuid::new_v4()))
+        .await; // cache miss
+    app.put_json(&path, json!({"message": "v2"})).await;
+    let send = || {
+        app.client
+            .post(app.url("/messages"))
+            .header("idempotency-key", "metrics-key")
+            .json(&json!({"message": "once"}))
+            .send()
+    };
+    send().await.unwrap();
+    send().await.unwrap(); // idempotent replay
+    app.create("short", Some(1)).await;
+    app.client.post(app.url("/app")).send().await.unwrap();
+    app.client
+        .put(app.url("/saved"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "text/plain")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    app.client
+        .put(app.url("/saved"))
+        .header("content-type", "text/plain")
+        .body("x")
+        .send()
+        .await
+        .unwrap(); // auth failure
+    app.delete(&path).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // the short message expires and is swept
+    app.store.close().await;
+    let refused = app.post_message(json!({"message": "after close"})).await; // a store error
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    for _ in 0..60 {
+        app.get("/messages").await; // until rate limited
+    }
+    let text = app.get("/metrics").await.text().await.unwrap();
+
+    let exposed: BTreeSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    for spec in catalog() {
+        let present = match spec.kind {
+            Kind::Histogram => exposed.contains(format!("{}_bucket", spec.name).as_str()),
+            _ => exposed.contains(spec.name),
+        };
+        assert!(
+            present,
+            "{} is in the catalog but not in /metrics:\n{text}",
+            spec.name
+        );
+    }
+    for name in &exposed {
+        let base = name
+            .trim_end_matches("_bucket")
+            .trim_end_matches("_sum")
+            .trim_end_matches("_count");
+        assert!(
+            Metric::ALL
+                .iter()
+                .any(|m| m.as_str() == base || m.as_str() == *name),
+            "{name} is exposed but not in the catalog"
+        );
+    }
+    assert!(text.contains(r#"relay_store_errors_total{backend="sqlite",op="create_message",error_code="unavailable"}"#), "{text}");
+    let expired: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("relay_messages_expired_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        expired >= 1.0,
+        "the sweeper counted the expired message: {expired}"
+    );
+}
+
+#[tokio::test]
+async fn label_values_stay_within_bounded_sets() {
+    let app = spawn_app_with_traffic().await;
+    let text = app.get("/metrics").await.text().await.unwrap();
+    let spec: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let mut routes: BTreeSet<String> = spec["paths"].as_object().unwrap().keys().cloned().collect();
+    routes.extend(
+        [
+            "unmatched",
+            "/openapi.json",
+            "/assets/app.js",
+            "/assets/app.css",
+            "/favicon.svg",
+        ]
+        .map(String::from),
+    );
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        for (label, allowed) in [
+            (
+                "route",
+                routes.iter().map(String::as_str).collect::<Vec<_>>(),
+            ),
+            (
+                "method",
+                vec![
+                    "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "OTHER",
+                ],
+            ),
+            ("status_class", vec!["1xx", "2xx", "3xx", "4xx", "5xx"]),
+        ] {
+            if let Some(rest) = line.split(&format!("{label}=\"")).nth(1) {
+                let value = rest.split('"').next().unwrap();
+                assert!(
+                    allowed.contains(&value),
+                    "{label}={value} is not from its bounded set: {line}"
+                );
+            }
+        }
+    }
+}
+
+async fn spawn_app_with_traffic() -> crate::helpers::TestApp {
+    let app = crate::helpers::spawn_app().await;
+    let m = app.create("x", None).await;
+    for path in [
+        format!("/messages/{}", m["id"].as_str().unwrap()),
+        format!("/messages/{}", uuid::Uuid::new_v4()),
+        "/messages/../../etc/passwd".into(),
+        "/random/path/123".into(),
+        "/paste/abc".into(),
+        "/%FF%FE".into(),
+    ] {
+        app.get(&path).await;
+    }
+    app.client
+        .request(
+            reqwest::Method::from_bytes(b"BREW").unwrap(),
+            app.url("/messages"),
+        )
+        .send()
+        .await
+        .unwrap();
+    app
+}
+
+#[test]
+fn the_readme_metric_list_is_the_catalog() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let start = "<!-- metrics-catalog:start (generated: cargo run -p relay -- metrics-catalog --format markdown) -->\n";
+    let end = "<!-- metrics-catalog:end -->";
+    let from = readme
+        .find(start)
+        .expect("the README has the catalog markers")
+        + start.len();
+    let to = readme[from..].find(end).expect("end marker") + from;
+    assert_eq!(
+        &readme[from..to],
+        catalog_markdown(),
+        "regenerate the README's metric list from the catalog"
+    );
+}
+
+#[test]
+fn the_cli_prints_the_catalog_as_json() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_relay"))
+        .args(["metrics-catalog", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let printed: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(printed.len(), Metric::ALL.len());
+    assert_eq!(printed[0]["name"], "relay_http_requests_total");
+    assert_eq!(printed[0]["kind"], "counter");
+    assert_eq!(
+        printed[0]["labels"],
+        json!(["route", "method", "status_class"])
+    );
+}
+
+#[test]
+fn the_grafana_dashboard_uses_only_catalog_metrics_and_their_labels() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../dashboards/relay-grafana.json"
+    );
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            exprs.push(target["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(exprs.len() >= 10, "the dashboard has its panels");
+    let mut used = BTreeSet::new();
+    for expr in &exprs {
+        let metric_names: Vec<&str> = expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("relay_"))
+            .collect();
+        assert!(
+            !metric_names.is_empty(),
+            "every query reads a relay metric: {expr}"
+        );
+        for name in metric_names {
+            let base = name
+                .trim_end_matches("_bucket")
+                .trim_end_matches("_sum")
+                .trim_end_matches("_count");
+            let metric = Metric::ALL
+                .iter()
+                .find(|m| m.as_str() == base)
+                .unwrap_or_else(|| panic!("{name} in `{expr}` is not in the catalog"));
+            used.insert(metric.as_str());
+            // Every label the query groups by must exist on every metric it reads (or be Prometheus's own).
+            if let Some(rest) = expr.split("by (").nth(1) {
+                for label in rest.split(')').next().unwrap().split(',').map(str::trim) {
+                    let known = metric.spec().labels.contains(&label)
+                        || ["le", "instance", "job", "version"].contains(&label);
+                    assert!(
+                        known,
+                        "`by ({label})` in `{expr}`: {} has no such label",
+                        metric.as_str()
+                    );
+                }
+            }
+        }
+    }
+    for metric in Metric::ALL {
+        assert!(
+            used.contains(metric.as_str()),
+            "{} is on no panel",
+            metric.as_str()
+        );
+    }
+}
