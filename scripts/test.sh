@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what it needs, then runs formatting, lints,
-# unit and API tests (real HTTP on loopback), the durability tests (kill -9 of the real binary),
-# and the browser end-to-end tests (Debian's chromium driven by playwright-core).
+# unit and API tests (real HTTP on loopback; DynamoDB and CloudWatch on a local moto server), the
+# durability tests (kill -9 of the real binary), the browser end-to-end tests (Debian's chromium driven
+# by playwright-core), schemathesis over the OpenAPI document, and the canary against a local relay.
 # Reports go to test-output/. Any missing tool is a failure with a message, never a skip.
 set -euo pipefail
 
@@ -37,5 +38,14 @@ cargo test --workspace 2>&1 | tee "$out/cargo-test.log"
 
 step "Browser end-to-end tests"
 RELAY_BIN="$root/target/debug/relay" bash scripts/e2e.sh
+
+step "Property-based API tests (schemathesis over /openapi.json, >= 1000 cases)"
+RELAY_BIN="$root/target/debug/relay" bash scripts/schemathesis.sh
+
+step "Canary against a locally started relay (reports in test-output/canary/)"
+bash scripts/canary-local.sh
+
+step "Ops checks: IaC lint, dashboards/alarms/runbooks cross-checks, stacks deployed into moto"
+bash scripts/ops-checks.sh
 
 step "All tests passed; reports are in test-output/"

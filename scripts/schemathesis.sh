@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Property-based API testing: schemathesis generates requests from the relay's own OpenAPI document
+# (GET /openapi.json) and checks every answer: no server errors, only documented status codes and content
+# types, bodies and headers that match their schemas. At least 1000 generated cases, or this fails.
+#
+# Usage: scripts/schemathesis.sh   (RELAY_BIN defaults to target/debug/relay; SCHEMATHESIS_SEED, SCHEMATHESIS_EXAMPLES)
+# Reports: test-output/schemathesis/ (JUnit XML and the full log).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=.venv-schemathesis
+version=4.32.5
+relay_bin=${RELAY_BIN:-target/debug/relay}
+seed=${SCHEMATHESIS_SEED:-20261125}
+examples=${SCHEMATHESIS_EXAMPLES:-150}
+out=test-output/schemathesis
+min_cases=1000
+
+fail() { echo "schemathesis: FAILED: $*" >&2; exit 1; }
+
+[ -x "$relay_bin" ] || fail "no relay binary at $relay_bin (cargo build -p relay)"
+if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$version"; then
+  python3 -m venv "$venv" || fail "cannot create a venv (apt-get install -y python3-venv)"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$version" || fail "pip could not install schemathesis==$version"
+fi
+
+mkdir -p "$out"
+work=$(mktemp -d)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+token=schemathesis-admin-token-0123
+RELAY_LISTEN=127.0.0.1:$port RELAY_STORE=sqlite:$work/relay.db RELAY_RATE_LIMIT=0 RELAY_ADMIN_TOKEN=$token \
+  RUST_LOG=warn "$relay_bin" >"$out/relay.log" 2>&1 &
+relay_pid=$!
+trap 'kill $relay_pid 2>/dev/null || true; rm -rf "$work"' EXIT
+for _ in $(seq 1 200); do curl -sf -o /dev/null "http://127.0.0.1:$port/readyz" && break; sleep 0.05; done
+curl -sf -o /dev/null "http://127.0.0.1:$port/readyz" || fail "the relay did not start (see $out/relay.log)"
+
+# The coverage phase is off: schemathesis 4.32.5 crashes inside it on this document ("AST constructor
+# recursion depth mismatch", an internal error of the tool, not a finding). Examples, fuzzing and
+# stateful sequences (create -> read -> update -> delete via the documented links) run in full.
+set +e
+"$venv/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
+  --phases examples,fuzzing,stateful \
+  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance \
+  --max-examples "$examples" --workers 2 --seed "$seed" \
+  --header "Authorization: Bearer $token" \
+  --report junit --report-junit-path "$out/junit.xml" \
+  --no-color >"$out/schemathesis.log" 2>&1
+status=$?
+set -e
+tail -n 25 "$out/schemathesis.log"
+[ "$status" -eq 0 ] || fail "schemathesis found problems (exit $status); see $out/schemathesis.log"
+cases=$(grep -Eo '[0-9]+ generated' "$out/schemathesis.log" | tail -n 1 | grep -Eo '[0-9]+')
+[ -n "$cases" ] && [ "$cases" -ge "$min_cases" ] || fail "only ${cases:-0} cases were generated; at least $min_cases are required"
+echo "schemathesis: $cases generated cases, 0 failures (seed $seed)"
