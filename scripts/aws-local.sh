@@ -58,11 +58,13 @@ ENV
 }
 
 stop() {
-  [ -f "$pidfile" ] || return 0
-  local pid
-  pid=$(cat "$pidfile")
+  # The PID this shell's `start` exported wins over the shared file, so concurrent runs on one machine
+  # stop their own server.
+  local pid=${RELAY_AWS_LOCAL_PID:-}
+  if [ -z "$pid" ] && [ -f "$pidfile" ]; then pid=$(cat "$pidfile"); fi
+  [ -n "$pid" ] || return 0
   kill "$pid" 2>/dev/null || true
-  rm -f "$pidfile"
+  if [ -f "$pidfile" ] && [ "$(cat "$pidfile")" = "$pid" ]; then rm -f "$pidfile"; fi
 }
 
 case "${1:-}" in

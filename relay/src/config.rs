@@ -90,11 +90,12 @@ pub struct Config {
 
     /// Take the client IP for rate limiting from the first `X-Forwarded-For` address. Only behind a
     /// proxy that sets it: otherwise clients can pick their own bucket.
-    #[arg(long, env = "RELAY_TRUST_FORWARDED_FOR")]
+    #[arg(long, env = "RELAY_TRUST_FORWARDED_FOR", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub trust_forwarded_for: bool,
 
     /// Longest time a request may take before it is answered with 503.
-    #[arg(long, env = "RELAY_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "RELAY_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
 
     /// Browser origins allowed to call the API cross-origin (comma-separated), e.g.
@@ -103,7 +104,7 @@ pub struct Config {
     pub cors_origins: Vec<String>,
 
     /// How long a message read may be served from the in-process cache; `0s` turns the cache off.
-    #[arg(long, env = "RELAY_CACHE_TTL", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "RELAY_CACHE_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub cache_ttl: Duration,
 
     /// Most bytes of message text the cache holds.
@@ -112,16 +113,17 @@ pub struct Config {
 
     /// How often expired messages are removed (and uncounted). The count of messages may include
     /// messages that expired less than this long ago.
-    #[arg(long, env = "RELAY_SWEEP_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "RELAY_SWEEP_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub sweep_interval: Duration,
 
     /// Turn logs and metrics off entirely (no request span, no recorder): only for measuring what
     /// telemetry costs. Never in production.
-    #[arg(long, env = "RELAY_NO_TELEMETRY", hide = true)]
+    #[arg(long, env = "RELAY_NO_TELEMETRY", hide = true, action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub no_telemetry: bool,
 
     /// How long graceful shutdown waits for in-flight requests after SIGTERM/SIGINT.
-    #[arg(long, env = "RELAY_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
+    #[arg(long, env = "RELAY_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
 }
 
@@ -228,25 +230,6 @@ impl FromStr for AdminToken {
     }
 }
 
-/// `250ms`, `10s`, `5m`, `1h`, or a bare number of seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration such as 250ms, 10s, 5m or 1h"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("`{s}`: the unit must be ms, s, m or h")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,12 +260,20 @@ mod tests {
     }
 
     #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5d").is_err());
+    fn switches_default_off_and_turn_on_by_flag() {
+        let yes = Cli::try_parse_from(["relay", "--trust-forwarded-for"])
+            .map(|c| c.serve.trust_forwarded_for);
+        assert_eq!(yes.ok(), Some(true));
+        let no = Cli::try_parse_from(["relay"]).map(|c| c.serve.trust_forwarded_for);
+        assert_eq!(no.ok(), Some(false));
+    }
+
+    #[test]
+    fn durations_take_units() {
+        let cli = Cli::parse_from(["relay", "--request-timeout", "250ms", "--cache-ttl", "0s"]);
+        assert_eq!(cli.serve.request_timeout, Duration::from_millis(250));
+        assert!(cli.serve.cache_ttl.is_zero());
+        assert!(Cli::try_parse_from(["relay", "--sweep-interval", "ten"]).is_err());
     }
 
     #[test]

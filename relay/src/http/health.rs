@@ -128,6 +128,8 @@ pub async fn readyz(State(state): State<AppState>, headers: HeaderMap) -> Respon
         version,
         checks,
     };
+    // The request line's `problem` field, as `finish_problems` records it for every other error.
+    tracing::Span::current().record("problem", "not-ready");
     let body = serde_json::to_string(&body).unwrap_or_default();
     let mut response = (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
     let headers = response.headers_mut();

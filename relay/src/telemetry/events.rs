@@ -43,6 +43,32 @@ pub fn status_class(status: StatusCode) -> &'static str {
 /// The route label for a request no route matched.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
+/// The route label as a `&'static str`, so recording a metric allocates no string per request.
+/// Route templates come from the router (a fixed set), so interning them leaks a bounded amount; past
+/// `MAX_ROUTES` distinct values (which would be a bug upstream) everything else is labelled `other`.
+fn route_label(route: &str) -> &'static str {
+    use std::collections::HashSet;
+    use std::sync::{OnceLock, RwLock};
+    const MAX_ROUTES: usize = 256;
+    static ROUTES: OnceLock<RwLock<HashSet<&'static str>>> = OnceLock::new();
+    let routes = ROUTES.get_or_init(|| RwLock::new(HashSet::from([UNMATCHED_ROUTE])));
+    if let Some(known) = routes.read().ok().and_then(|set| set.get(route).copied()) {
+        return known;
+    }
+    let Ok(mut set) = routes.write() else {
+        return "other";
+    };
+    if let Some(known) = set.get(route) {
+        return known;
+    }
+    if set.len() >= MAX_ROUTES {
+        return "other";
+    }
+    let leaked: &'static str = Box::leak(route.to_owned().into_boxed_str());
+    set.insert(leaked);
+    leaked
+}
+
 /// A response was sent. `route` is the matched route template (bounded by the router), never a raw path.
 pub struct HttpResponseSent<'a> {
     pub route: &'a str,
@@ -60,13 +86,11 @@ impl Event for HttpResponseSent<'_> {
         } else {
             tracing::info!(message = "Request finished.", status, latency_ms);
         }
-        let route = self.route.to_owned();
-        metrics::counter!(Metric::HttpRequestsTotal.as_str(), "route" => route.clone(),
-            "method" => self.method, "status_class" => status_class(self.status))
-        .increment(1);
-        metrics::histogram!(Metric::HttpRequestDurationSeconds.as_str(), "route" => route,
-            "method" => self.method)
-        .record(self.latency.as_secs_f64());
+        let route = route_label(self.route);
+        let class = status_class(self.status);
+        handles::counter(Metric::HttpRequestsTotal, [route, self.method, class]).increment(1);
+        handles::histogram(Metric::HttpRequestDurationSeconds, [route, self.method, ""])
+            .record(self.latency.as_secs_f64());
     }
 }
 
@@ -117,7 +141,7 @@ impl Event for StoreOperationCompleted<'_> {
         let backend = self.backend.as_str();
         let op = self.op.as_str();
         let latency_ms = millis(self.latency);
-        metrics::histogram!(Metric::StoreOperationDurationSeconds.as_str(), "backend" => backend, "op" => op)
+        handles::histogram(Metric::StoreOperationDurationSeconds, [backend, op, ""])
             .record(self.latency.as_secs_f64());
         match self.error {
             None => tracing::debug!(
@@ -170,7 +194,7 @@ impl Event for MessageEvent {
             ),
         };
         tracing::debug!(message);
-        metrics::counter!(metric.as_str()).increment(1);
+        handles::counter(metric, ["", "", ""]).increment(1);
     }
 }
 
@@ -200,7 +224,7 @@ impl Event for RateLimited<'_> {
             message = "Request rate limited.",
             retry_after_ms = self.retry_after.as_millis() as u64
         );
-        metrics::counter!(Metric::RateLimitedTotal.as_str(), "route" => self.route.to_owned())
+        metrics::counter!(Metric::RateLimitedTotal.as_str(), "route" => route_label(self.route))
             .increment(1);
     }
 }
@@ -218,7 +242,7 @@ impl Event for CacheLookup {
             Self::Miss => (Metric::CacheMissesTotal, "miss"),
         };
         tracing::trace!(message = "Cache lookup.", outcome);
-        metrics::counter!(metric.as_str()).increment(1);
+        handles::counter(metric, ["", "", ""]).increment(1);
     }
 }
 
@@ -302,5 +326,62 @@ impl Event for RelayStarted<'_> {
             listen = self.listen,
             store = self.store
         );
+    }
+}
+
+/// Metric handles for the per-request events, looked up once per label set instead of building a key
+/// on every request. Label values are `&'static str` from bounded sets, so the cache is bounded too.
+/// Handles are cached only once an exporter is installed: a handle taken before would stay a no-op.
+mod handles {
+    use std::collections::HashMap;
+    use std::sync::{OnceLock, RwLock};
+
+    use metrics::{Counter, Histogram, Label};
+
+    use super::Metric;
+
+    type Key = (&'static str, [&'static str; 3]);
+
+    fn labels(metric: Metric, values: [&'static str; 3]) -> Vec<Label> {
+        metric
+            .spec()
+            .labels
+            .iter()
+            .zip(values)
+            .map(|(key, value)| Label::new(*key, value))
+            .collect()
+    }
+
+    fn cached<T: Clone>(
+        cache: &'static OnceLock<RwLock<HashMap<Key, T>>>,
+        key: Key,
+        make: impl FnOnce() -> T,
+    ) -> T {
+        if !crate::telemetry::exporter_installed() {
+            return make();
+        }
+        let map = cache.get_or_init(Default::default);
+        if let Some(handle) = map.read().ok().and_then(|m| m.get(&key).cloned()) {
+            return handle;
+        }
+        let handle = make();
+        if let Ok(mut m) = map.write() {
+            m.insert(key, handle.clone());
+        }
+        handle
+    }
+
+    pub fn counter(metric: Metric, values: [&'static str; 3]) -> Counter {
+        static CACHE: OnceLock<RwLock<HashMap<Key, Counter>>> = OnceLock::new();
+        cached(&CACHE, (metric.as_str(), values), || {
+            metrics::counter!(metric.as_str(), labels(metric, values))
+        })
+    }
+
+    pub fn histogram(metric: Metric, values: [&'static str; 3]) -> Histogram {
+        static CACHE: OnceLock<RwLock<HashMap<Key, Histogram>>> = OnceLock::new();
+        cached(&CACHE, (metric.as_str(), values), || {
+            metrics::histogram!(metric.as_str(), labels(metric, values))
+        })
     }
 }

@@ -7,11 +7,11 @@
 
 use std::fmt;
 
-use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
-use tracing_subscriber::fmt::format::{JsonFields, Writer};
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormattedFields};
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
 /// Fields every line carries.
@@ -23,12 +23,24 @@ pub struct Identity {
 }
 
 pub struct JsonLines {
-    identity: Identity,
+    /// `"service":…,"version":…,"env":…`, serialized once.
+    identity: String,
 }
 
 impl JsonLines {
     pub fn new(identity: Identity) -> Self {
-        Self { identity }
+        let mut fixed = Vec::new();
+        for (key, value) in [
+            ("service", identity.service),
+            ("version", identity.version),
+            ("env", identity.env.as_str()),
+        ] {
+            push_key(&mut fixed, key);
+            push_json(&mut fixed, value);
+        }
+        Self {
+            identity: String::from_utf8(fixed).unwrap_or_default(),
+        }
     }
 }
 
@@ -43,76 +55,119 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
+        // Written straight into one buffer: this runs for every request, so no intermediate map and no
+        // re-parsing of span fields (they are already JSON objects; their members are spliced in).
         let meta = event.metadata();
-        let mut line = Map::new();
-        line.insert(
-            "timestamp".into(),
-            Value::String(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
-        );
-        line.insert("level".into(), Value::String(meta.level().to_string()));
-        line.insert("target".into(), Value::String(meta.target().to_owned()));
-        line.insert(
-            "service".into(),
-            Value::String(self.identity.service.to_owned()),
-        );
-        line.insert(
-            "version".into(),
-            Value::String(self.identity.version.to_owned()),
-        );
-        line.insert("env".into(), Value::String(self.identity.env.clone()));
-        // Outermost span first, so an inner span's field wins over an outer one of the same name.
+        let mut line: Vec<u8> = Vec::with_capacity(384);
+        line.push(b'{');
+        line.extend_from_slice(b"\"timestamp\":\"");
+        let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ");
+        let _ = std::io::Write::write_fmt(&mut line, format_args!("{now}"));
+        line.push(b'"');
+        push_key(&mut line, "level");
+        push_json(&mut line, meta.level().as_str());
+        push_key(&mut line, "target");
+        push_json(&mut line, meta.target());
+        line.extend_from_slice(self.identity.as_bytes());
         if let Some(scope) = ctx.event_scope() {
             for span in scope.from_root() {
                 let extensions = span.extensions();
-                let Some(fields) = extensions.get::<FormattedFields<JsonFields>>() else {
+                let Some(fields) = extensions.get::<FormattedFields<JsonMembers>>() else {
                     continue;
                 };
-                if let Ok(Value::Object(map)) =
-                    serde_json::from_str::<Value>(fields.fields.as_str())
-                {
-                    line.extend(map);
-                }
+                // Each member is written with its leading comma (see `JsonMembers`).
+                line.extend_from_slice(fields.fields.as_bytes());
             }
         }
-        let mut visitor = FieldsVisitor(&mut line);
-        event.record(&mut visitor);
-        let text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;
-        writeln!(writer, "{text}")
+        event.record(&mut FieldsVisitor(&mut line));
+        line.extend_from_slice(b"}\n");
+        writer.write_str(std::str::from_utf8(&line).map_err(|_| fmt::Error)?)
     }
 }
 
-/// Collect an event's fields into the line, keeping numbers and booleans typed.
-struct FieldsVisitor<'a>(&'a mut Map<String, Value>);
+/// Span fields as JSON object members, each with its leading comma (`,"request_id":"…","method":"GET"`),
+/// formatted once when the span is created or recorded and spliced into every line logged inside it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct JsonMembers;
+
+impl<'writer> FormatFields<'writer> for JsonMembers {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> fmt::Result {
+        let mut members = Vec::with_capacity(128);
+        fields.record(&mut FieldsVisitor(&mut members));
+        writer.write_str(std::str::from_utf8(&members).map_err(|_| fmt::Error)?)
+    }
+
+    fn add_fields(
+        &self,
+        current: &'writer mut FormattedFields<Self>,
+        fields: &tracing::span::Record<'_>,
+    ) -> fmt::Result {
+        let mut members = Vec::with_capacity(64);
+        fields.record(&mut FieldsVisitor(&mut members));
+        current
+            .fields
+            .push_str(std::str::from_utf8(&members).map_err(|_| fmt::Error)?);
+        Ok(())
+    }
+}
+
+/// `,"key":` (every key follows at least the timestamp, so always with its comma).
+fn push_key(line: &mut Vec<u8>, key: &str) {
+    line.push(b',');
+    push_json(line, key);
+    line.push(b':');
+}
+
+fn push_json<T: serde::Serialize + ?Sized>(line: &mut Vec<u8>, value: &T) {
+    if serde_json::to_writer(&mut *line, value).is_err() {
+        line.extend_from_slice(b"null");
+    }
+}
+
+/// Write an event's fields into the line, keeping numbers and booleans typed.
+struct FieldsVisitor<'a>(&'a mut Vec<u8>);
 
 impl Visit for FieldsVisitor<'_> {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        let value = serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number);
-        self.0.insert(field.name().to_owned(), value);
+        push_key(self.0, field.name());
+        if value.is_finite() {
+            push_json(self.0, &value);
+        } else {
+            self.0.extend_from_slice(b"null");
+        }
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.insert(field.name().to_owned(), Value::from(value));
+        push_key(self.0, field.name());
+        push_json(self.0, &value);
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.insert(field.name().to_owned(), Value::from(value));
+        push_key(self.0, field.name());
+        push_json(self.0, &value);
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.insert(field.name().to_owned(), Value::from(value));
+        push_key(self.0, field.name());
+        push_json(self.0, &value);
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().to_owned(), Value::from(value));
+        push_key(self.0, field.name());
+        push_json(self.0, value);
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.0
-            .insert(field.name().to_owned(), Value::from(value.to_string()));
+        push_key(self.0, field.name());
+        push_json(self.0, &value.to_string());
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0
-            .insert(field.name().to_owned(), Value::from(format!("{value:?}")));
+        push_key(self.0, field.name());
+        push_json(self.0, &format!("{value:?}"));
     }
 }

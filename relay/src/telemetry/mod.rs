@@ -16,7 +16,6 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::format::JsonFields;
 
 use crate::config::LogFormat;
 use names::{Kind, Metric};
@@ -53,9 +52,14 @@ pub fn init_logging(format: LogFormat, env: &str, runtime: Runtime) -> LogGuard 
     let (writer, guard) = match runtime {
         Runtime::Server => {
             // Lossless: under a burst, requests wait for the writer rather than lines being dropped.
+            // Buffered: the writer thread drains every waiting line, then flushes, so a busy relay makes
+            // one write per batch instead of one per line, and an idle one still shows each line at once.
             let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
                 .lossy(false)
-                .finish(std::io::stdout());
+                .finish(std::io::BufWriter::with_capacity(
+                    64 * 1024,
+                    std::io::stdout(),
+                ));
             (
                 tracing_subscriber::fmt::writer::BoxMakeWriter::new(writer),
                 Some(guard),
@@ -70,7 +74,7 @@ pub fn init_logging(format: LogFormat, env: &str, runtime: Runtime) -> LogGuard 
         LogFormat::Json => tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(writer)
-            .fmt_fields(JsonFields::new())
+            .fmt_fields(format::JsonMembers)
             .event_format(format::JsonLines::new(format::Identity {
                 service: SERVICE,
                 version: VERSION,
@@ -95,6 +99,11 @@ enum Exporter {
 }
 
 static EXPORTER: OnceLock<Exporter> = OnceLock::new();
+
+/// Whether a metrics exporter (Prometheus or EMF) has been installed in this process.
+pub fn exporter_installed() -> bool {
+    EXPORTER.get().is_some()
+}
 
 /// The Prometheus handle for `/metrics`, installing the Prometheus recorder if no exporter is installed
 /// yet (servers and tests). `None` when the relay exports EMF instead (Lambda).

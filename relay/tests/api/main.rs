@@ -8,6 +8,7 @@ mod durability;
 mod dynamodb;
 mod health;
 mod helpers;
+mod infra;
 mod lambda;
 mod layers;
 mod messages;

@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# Deploy the relay to one environment: build the two Lambda zips (cargo-lambda, arm64), render the
+# observability stack, then `aws cloudformation package` + `deploy` the app, canary and observability
+# stacks in that order, wiring each stack's outputs into the next. Every packaged template is also kept
+# in the artifact bucket under releases/<env>/<release>/, so a rollback redeploys them without building.
+#
+#   scripts/deploy.sh ENV [--bootstrap] [--skip-build | --zips DIR] [--release NAME]
+#   scripts/deploy.sh ENV --rollback RELEASE
+#
+#   ENV            dev (us-west-2) or prod (us-east-1); parameters come from infra/environments/ENV.json
+#   --bootstrap    also create/update the bootstrap stack (artifact bucket, OIDC deploy role): once per
+#                  account and environment, with administrator credentials
+#   --skip-build   use the zips already in target/lambda/ (from an earlier build)
+#   --zips DIR     use DIR/relay.zip and DIR/healthcheck-lambda.zip instead of building
+#   --release NAME name this release (default: the git commit, with -dirty for uncommitted changes)
+#   --rollback REL redeploy the packaged templates of an earlier release REL (no build, no package)
+#
+# Credentials and the account come from the standard AWS chain (OIDC in CI). With AWS_ENDPOINT_URL set,
+# every call goes to that endpoint instead (a local AWS-API server; see infra/tests/test_moto_deploy.py
+# for what moto 5.2.5 can and cannot run of this script).
+# Tools: the AWS CLI and PyYAML from RELAY_DEPLOY_VENV (default .venv-deploy, created from
+# infra/requirements-deploy.txt when missing); cargo-lambda is added there when building.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+fail() { echo "deploy: $*" >&2; exit 1; }
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+
+[ $# -ge 1 ] || usage
+env_name=$1
+shift
+case "$env_name" in
+  dev | prod) ;;
+  -h | --help) usage ;;
+  *) fail "unknown environment '$env_name' (dev or prod)" ;;
+esac
+
+bootstrap=false
+build=true
+zips_dir=""
+release=""
+rollback=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --bootstrap) bootstrap=true ;;
+    --skip-build) build=false ;;
+    --zips) [ $# -ge 2 ] || usage; zips_dir=$2; build=false; shift ;;
+    --release) [ $# -ge 2 ] || usage; release=$2; shift ;;
+    --rollback) [ $# -ge 2 ] || usage; rollback=$2; build=false; shift ;;
+    -h | --help) usage ;;
+    *) fail "unknown option '$1'" ;;
+  esac
+  shift
+done
+
+# ---- tools -------------------------------------------------------------------------------------------
+venv=${RELAY_DEPLOY_VENV:-$root/.venv-deploy}
+if [ ! -x "$venv/bin/aws" ] || ! "$venv/bin/python" -c 'import yaml' 2>/dev/null; then
+  step "Installing the deploy tools into $venv"
+  command -v python3 >/dev/null || fail "python3 is needed"
+  python3 -m venv "$venv" || fail "cannot create $venv (apt-get install -y python3-venv)"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r infra/requirements-deploy.txt >&2 \
+    || fail "pip could not install infra/requirements-deploy.txt"
+fi
+export PATH="$venv/bin:$PATH" PYTHONDONTWRITEBYTECODE=1
+py="$venv/bin/python"
+
+env_file=infra/environments/$env_name.json
+[ -f "$env_file" ] || fail "missing $env_file"
+region=$("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["region"])' "$env_file")
+export AWS_REGION=$region AWS_DEFAULT_REGION=$region
+
+# `Key=Value` arguments for --parameter-overrides, from the environment file plus extra pairs.
+params() {
+  "$py" - "$env_file" "$@" <<'PY'
+import json, sys
+env_file, stack, *extra = sys.argv[1:]
+values = json.load(open(env_file))["stacks"][stack]
+for pair in extra:
+    key, _, value = pair.partition("=")
+    values[key] = value
+print("\n".join(f"{key}={value}" for key, value in values.items()))
+PY
+}
+
+output() { # output STACK KEY
+  aws cloudformation describe-stacks --stack-name "$1" \
+    --query "Stacks[0].Outputs[?OutputKey=='$2'].OutputValue" --output text
+}
+
+deploy_stack() { # deploy_stack STACK TEMPLATE PARAMS...
+  local stack=$1 template=$2
+  shift 2
+  local overrides
+  mapfile -t overrides < <(params "$@")
+  step "Deploying $stack"
+  aws cloudformation deploy --stack-name "$stack" --template-file "$template" \
+    --s3-bucket "$bucket" --s3-prefix "$stack" --role-arn "$exec_role" \
+    --capabilities CAPABILITY_IAM --no-fail-on-empty-changeset \
+    --tags service=relay "env=$env_name" "release=$release" \
+    --parameter-overrides "${overrides[@]}" >&2
+}
+
+app_stack=relay-app-$env_name
+canary_stack=relay-canary-$env_name
+obs_stack=relay-observability-$env_name
+bootstrap_stack=relay-bootstrap-$env_name
+
+echo "deploy: environment $env_name, region $region${AWS_ENDPOINT_URL:+, endpoint $AWS_ENDPOINT_URL}" >&2
+aws sts get-caller-identity --query Account --output text >/dev/null \
+  || fail "no usable AWS credentials (aws sts get-caller-identity failed)"
+
+# ---- bootstrap ---------------------------------------------------------------------------------------
+if $bootstrap; then
+  step "Deploying $bootstrap_stack"
+  mapfile -t overrides < <(params bootstrap)
+  aws cloudformation deploy --stack-name "$bootstrap_stack" --template-file infra/bootstrap.yaml \
+    --capabilities CAPABILITY_IAM --no-fail-on-empty-changeset \
+    --tags service=relay "env=$env_name" --parameter-overrides "${overrides[@]}" >&2
+fi
+bucket=$(output "$bootstrap_stack" ArtifactBucketName 2>/dev/null || true)
+exec_role=$(output "$bootstrap_stack" CloudFormationExecutionRoleArn 2>/dev/null || true)
+[ -n "$bucket" ] && [ "$bucket" != None ] \
+  || fail "no $bootstrap_stack stack: run once with --bootstrap (administrator credentials)"
+
+stage=$root/target/infra/$env_name
+
+if [ -n "$rollback" ]; then
+  # ---- rollback: the packaged templates of an earlier release ------------------------------------------
+  release=$rollback
+  step "Rolling $env_name back to release $release"
+  rm -rf "$stage/rollback" && mkdir -p "$stage/rollback"
+  aws s3 cp --only-show-errors --recursive "s3://$bucket/releases/$env_name/$release/" "$stage/rollback/" >&2 \
+    || fail "no release $release in s3://$bucket/releases/$env_name/"
+  for name in relay canary observability; do
+    [ -f "$stage/rollback/$name.yaml" ] || fail "release $release lacks $name.yaml"
+  done
+  packaged=$stage/rollback
+else
+  # ---- build -------------------------------------------------------------------------------------------
+  if [ -z "$release" ]; then
+    release=${GITHUB_SHA:-$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)}
+    release=${release:0:12}
+    if [ -z "${GITHUB_SHA:-}" ] && [ -n "$(git status --porcelain 2>/dev/null)" ]; then
+      release=$release-dirty
+    fi
+  fi
+  rm -rf "$stage" && mkdir -p "$stage/infra" "$stage/target/lambda/relay" "$stage/target/lambda/healthcheck-lambda" "$stage/packaged"
+  if $build; then
+    step "Building the Lambda zips (cargo lambda build --release --arm64)"
+    if ! command -v cargo-lambda >/dev/null; then
+      "$venv/bin/pip" install --quiet --disable-pip-version-check cargo-lambda==1.9.2 >&2 \
+        || fail "pip could not install cargo-lambda"
+    fi
+    rustup target add aarch64-unknown-linux-gnu >&2 || fail "cannot add the aarch64-unknown-linux-gnu target"
+    cargo lambda build --release --arm64 --output-format zip -p relay --bin relay >&2
+    cargo lambda build --release --arm64 --output-format zip -p healthcheck --bin healthcheck-lambda >&2
+  fi
+  if [ -n "$zips_dir" ]; then
+    cp "$zips_dir/relay.zip" "$stage/target/lambda/relay/bootstrap.zip"
+    cp "$zips_dir/healthcheck-lambda.zip" "$stage/target/lambda/healthcheck-lambda/bootstrap.zip"
+  else
+    for bin in relay healthcheck-lambda; do
+      [ -f "target/lambda/$bin/bootstrap.zip" ] || fail "target/lambda/$bin/bootstrap.zip is missing: build first (drop --skip-build)"
+      cp "target/lambda/$bin/bootstrap.zip" "$stage/target/lambda/$bin/bootstrap.zip"
+    done
+  fi
+  # The templates name their zips as ../target/lambda/<bin>/bootstrap.zip; staged side by side, the
+  # same relative paths find the zips chosen above.
+  cp infra/relay.yaml infra/canary.yaml "$stage/infra/"
+  "$py" infra/render.py --out "$stage/infra/observability.yaml" >/dev/null
+
+  step "Packaging (aws cloudformation package -> s3://$bucket)"
+  for name in relay canary observability; do
+    aws cloudformation package --template-file "$stage/infra/$name.yaml" --s3-bucket "$bucket" \
+      --s3-prefix "artifacts/$env_name" --output-template-file "$stage/packaged/$name.yaml" >&2
+  done
+  aws s3 cp --only-show-errors --recursive "$stage/packaged/" "s3://$bucket/releases/$env_name/$release/" >&2
+  packaged=$stage/packaged
+fi
+
+# ---- deploy, in dependency order -----------------------------------------------------------------------
+deploy_stack "$app_stack" "$packaged/relay.yaml" app
+api_url=$(output "$app_stack" ApiUrl)
+api_id=$(output "$app_stack" ApiId)
+deploy_stack "$canary_stack" "$packaged/canary.yaml" canary "TargetUrl=$api_url"
+deploy_stack "$obs_stack" "$packaged/observability.yaml" observability "ApiId=$api_id"
+
+step "Deployed release $release to $env_name"
+cat <<DONE
+environment: $env_name ($region)
+release:     $release
+api_url:     $api_url
+dashboard:   $(output "$obs_stack" DashboardUrl)
+rollback:    scripts/deploy.sh $env_name --rollback <earlier release>   (releases: aws s3 ls s3://$bucket/releases/$env_name/)
+DONE

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Tear an environment down: delete the observability, canary and app stacks (in that order, waiting for
+# each). The DynamoDB table survives by design (DeletionPolicy Retain + deletion protection): messages
+# are user data. Only --delete-data removes it, after you type the environment name (or pass --yes).
+#
+#   scripts/destroy.sh ENV [--delete-data] [--bootstrap] [--yes]
+#
+#   --delete-data  also turn deletion protection off and delete the table relay-ENV (irreversible;
+#                  point-in-time recovery backups go with it)
+#   --bootstrap    also delete the bootstrap stack (the artifact bucket is retained; empty and delete it
+#                  by hand if you really mean it)
+#   --yes          do not ask for confirmation
+#
+# Same tools and credentials as scripts/deploy.sh (AWS_ENDPOINT_URL redirects every call).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+fail() { echo "destroy: $*" >&2; exit 1; }
+step() { printf '\n==> %s\n' "$*" >&2; }
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+
+[ $# -ge 1 ] || usage
+env_name=$1
+shift
+case "$env_name" in
+  dev | prod) ;;
+  -h | --help) usage ;;
+  *) fail "unknown environment '$env_name' (dev or prod)" ;;
+esac
+
+delete_data=false
+with_bootstrap=false
+assume_yes=false
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --delete-data) delete_data=true ;;
+    --bootstrap) with_bootstrap=true ;;
+    --yes) assume_yes=true ;;
+    -h | --help) usage ;;
+    *) fail "unknown option '$1'" ;;
+  esac
+  shift
+done
+
+venv=${RELAY_DEPLOY_VENV:-$root/.venv-deploy}
+if [ ! -x "$venv/bin/aws" ]; then
+  python3 -m venv "$venv" || fail "cannot create $venv (apt-get install -y python3-venv)"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r infra/requirements-deploy.txt >&2 \
+    || fail "cannot install the AWS CLI into $venv"
+fi
+export PATH="$venv/bin:$PATH"
+region=$("$venv/bin/python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["region"])' \
+  "infra/environments/$env_name.json")
+export AWS_REGION=$region AWS_DEFAULT_REGION=$region
+
+if ! $assume_yes; then
+  what="the relay stacks of $env_name ($region)"
+  $delete_data && what="$what AND ITS DATA (table relay-$env_name)"
+  printf 'About to delete %s. Type the environment name to go on: ' "$what" >&2
+  read -r answer
+  [ "$answer" = "$env_name" ] || fail "not confirmed; nothing deleted"
+fi
+
+delete_stack() {
+  step "Deleting $1"
+  aws cloudformation delete-stack --stack-name "$1"
+  aws cloudformation wait stack-delete-complete --stack-name "$1" || fail "$1 did not delete; see its events"
+}
+
+delete_stack "relay-observability-$env_name"
+delete_stack "relay-canary-$env_name"
+delete_stack "relay-app-$env_name"
+
+table=relay-$env_name
+if $delete_data; then
+  step "Deleting the table $table"
+  if aws dynamodb describe-table --table-name "$table" >/dev/null 2>&1; then
+    aws dynamodb update-table --table-name "$table" --no-deletion-protection-enabled >/dev/null
+    aws dynamodb delete-table --table-name "$table" >/dev/null
+    aws dynamodb wait table-not-exists --table-name "$table"
+  fi
+else
+  echo "destroy: kept the table $table (pass --delete-data to delete it)" >&2
+fi
+
+if $with_bootstrap; then
+  delete_stack "relay-bootstrap-$env_name"
+fi
+echo "destroy: done" >&2

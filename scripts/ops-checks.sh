@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The ops checks: cfn-lint and checkov on every CloudFormation template, actionlint on the workflows and
+# ShellCheck on the deploy scripts, the dashboards/alarms/runbooks cross-checks against the relay's and
+# canary's metric catalogs and log fields, and every stack deployed into the local AWS-API server with
+# its resources checked through the service APIs (pytest suite in infra/tests/).
+#
+#   bash scripts/ops-checks.sh [PYTEST ARGS...]
+#
+# Needs AWS_ENDPOINT_URL pointing at the local AWS-API server (scripts/test.sh exports it; alone:
+# ./scripts/aws-local.sh install && eval "$(./scripts/aws-local.sh start)"). Installs its pinned tools
+# into .venv-ops (infra/tests/requirements.txt); builds target/debug/relay and target/debug/healthcheck
+# only when they are missing or older than their sources. Report: test-output/ops/junit.xml.
+# A missing tool or server is a failure with a message, never a skip.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+venv=.venv-ops
+out=test-output/ops
+requirements=infra/tests/requirements.txt
+
+fail() { echo "ops-checks: $*" >&2; exit 2; }
+
+[ -n "${AWS_ENDPOINT_URL:-}" ] || fail "AWS_ENDPOINT_URL is unset: these checks deploy the stacks into a local AWS-API server.
+Start one first:
+  ./scripts/aws-local.sh install && eval \"\$(./scripts/aws-local.sh start)\"
+(scripts/test.sh does this); nothing here ever talks to a real AWS account."
+case "$AWS_ENDPOINT_URL" in
+  http://127.* | http://localhost* | http://\[::1\]*) ;;
+  *) fail "AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL is not a loopback address; refusing to deploy there" ;;
+esac
+
+started=$(date +%s)
+# No __pycache__ next to infra/render.py and the tests.
+export PYTHONDONTWRITEBYTECODE=1
+
+# ---- tools (pinned; reinstalled only when the requirements change) -----------------------------------
+command -v python3 >/dev/null || fail "python3 is needed (apt-get install -y python3 python3-venv)"
+stamp="$venv/.requirements.sha256"
+want=$(cat "$requirements" infra/requirements-deploy.txt | sha256sum | cut -d' ' -f1)
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "ops-checks: installing pinned tools into $venv"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv" || fail "cannot create $venv (apt-get install -y python3-venv)"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements" \
+    || fail "pip could not install $requirements"
+  echo "$want" >"$stamp"
+fi
+for bin in cfn-lint checkov actionlint shellcheck aws pytest; do
+  [ -x "$venv/bin/$bin" ] || fail "$bin is missing from $venv after installing $requirements"
+done
+
+# ---- the binaries whose catalogs and log lines are checked ---------------------------------------------
+stale() {
+  [ ! -x "$1" ] || [ -n "$(find relay/src relay/Cargo.toml healthcheck/src healthcheck/Cargo.toml Cargo.lock \
+                             -newer "$1" -print -quit 2>/dev/null)" ]
+}
+if stale target/debug/relay || stale target/debug/healthcheck; then
+  echo "ops-checks: building relay and healthcheck (cargo build -p relay -p healthcheck)"
+  cargo build -p relay -p healthcheck
+fi
+
+# ---- the suite -----------------------------------------------------------------------------------------
+mkdir -p "$out"
+status=0
+RELAY_DEPLOY_VENV="$(pwd)/$venv" "$venv/bin/python" -m pytest infra/tests -p no:cacheprovider -q -rfE \
+  --junitxml "$out/junit.xml" "$@" || status=$?
+echo "ops-checks: finished in $(( $(date +%s) - started )) s (JUnit report: $out/junit.xml)"
+exit "$status"
