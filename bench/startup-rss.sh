@@ -36,8 +36,8 @@ done
 stored=$(curl -s "http://127.0.0.1:$port/messages")
 after_writes=$(rss_kib "$pid")
 id=$(curl -sf "http://127.0.0.1:$port/messages" -H 'content-type: application/json' -d '{"message":"read me"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-taskset -c 1 wrk -t1 -c64 -d10s "http://127.0.0.1:$port/messages/$id" >/dev/null &
-sleep 5; under_load=$(rss_kib "$pid"); wait
+taskset -c 1 wrk -t1 -c64 -d10s "http://127.0.0.1:$port/messages/$id" >/dev/null & load=$!
+sleep 5; under_load=$(rss_kib "$pid"); wait "$load"
 python3 - "$(machine)" "${starts[*]}" "$idle" "$after_writes" "$under_load" "$stored" > bench/results/startup-rss.md <<'PY'
 import statistics, sys
 machine, starts, idle, writes, load, stored = sys.argv[1:7]
