@@ -46,10 +46,6 @@ impl Messages {
         Self { store, cache }
     }
 
-    pub fn store(&self) -> &DynStore {
-        &self.store
-    }
-
     pub async fn create(
         &self,
         body: MessageBody,

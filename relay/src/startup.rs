@@ -107,13 +107,14 @@ pub fn build(config: &Config, store: DynStore) -> App {
         .merge(health::router())
         .merge(assets::router())
         .split_for_parts();
-    let spec = Arc::new(openapi.clone());
+    // Serialized once: the document is fixed for the life of the process.
+    let spec = axum::body::Bytes::from(serde_json::to_vec(&openapi).unwrap_or_default());
     let router = router
         .route(
             "/openapi.json",
             get(move || {
                 let spec = spec.clone();
-                async move { axum::Json(spec.as_ref().clone()) }
+                async move { ([(header::CONTENT_TYPE, "application/json")], spec) }
             }),
         )
         .fallback(route_not_found)

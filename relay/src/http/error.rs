@@ -17,7 +17,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::store::StoreError;
-use crate::telemetry::events::AuthFailure;
+use crate::telemetry::events::{AuthFailure, Event, RequestFailedInternally};
 
 pub type ApiResult<T, E = ApiError> = Result<T, E>;
 
@@ -254,6 +254,10 @@ pub async fn finish_problems(request: Request, next: Next) -> Response {
         return response;
     }
     let (mut parts, body) = response.into_parts();
+    if let Some(InternalError(reason)) = parts.extensions.remove::<InternalError>() {
+        // Inside the request span: the reason lands next to the request id, never in the response.
+        RequestFailedInternally { reason: &reason }.emit();
+    }
     let pending = parts.extensions.remove::<PendingProblem>();
     let already_problem = parts
         .headers
@@ -310,5 +314,48 @@ fn generic_problem(status: StatusCode) -> (&'static str, String) {
         }
         s if s.is_server_error() => ("internal", "an unexpected error occurred".into()),
         _ => ("bad-request", "the request could not be understood".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::Router;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn an_internal_error_is_a_generic_problem_that_never_shows_its_reason() {
+        let app = Router::new()
+            .route(
+                "/boom",
+                get(|| async { ApiError::Internal("db file /secret/path corrupt".into()) }),
+            )
+            .layer(axum::middleware::from_fn(finish_problems));
+        let response = app
+            .oneshot(
+                Request::builder()
+                    .uri("/boom")
+                    .header(REQUEST_ID, "r-1")
+                    .body(Body::empty())
+                    .unwrap_or_default(),
+            )
+            .await
+            .unwrap_or_else(|never| match never {});
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            response.extensions().get::<InternalError>().is_none(),
+            "consumed by the problem writer"
+        );
+        let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024)
+            .await
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains("urn:relayops:problem:internal"), "{text}");
+        assert!(text.contains("\"request_id\":\"r-1\""), "{text}");
+        assert!(
+            !text.contains("/secret/path"),
+            "the reason stays in the logs: {text}"
+        );
     }
 }

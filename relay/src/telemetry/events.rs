@@ -171,6 +171,18 @@ impl Event for StoreOperationCompleted<'_> {
     }
 }
 
+/// A request ended in a 500: the reason, which the client never sees. The request itself is counted
+/// by `HttpResponseSent` (status class 5xx); a failing store call by `StoreOperationCompleted`.
+pub struct RequestFailedInternally<'a> {
+    pub reason: &'a str,
+}
+
+impl Event for RequestFailedInternally<'_> {
+    fn emit(self) {
+        tracing::error!(message = "Internal error.", error = self.reason);
+    }
+}
+
 /// What happened to a message, for the per-outcome counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageEvent {

@@ -319,8 +319,10 @@ impl Cancelled {
         self.0.get(index).and_then(|r| r.item())
     }
 
-    fn codes(&self) -> Vec<&str> {
-        self.0.iter().map(|r| r.code().unwrap_or("?")).collect()
+    /// A cancellation none of the caller's conditions explains: a bug or a schema mismatch.
+    fn unexpected(&self, op: &str) -> StoreError {
+        let codes: Vec<&str> = self.0.iter().map(|r| r.code().unwrap_or("?")).collect();
+        StoreError::Internal(format!("{op}: unexpected cancellation {codes:?}"))
     }
 }
 
@@ -387,10 +389,7 @@ impl Store for DynamoStore {
                     message.id
                 )));
             }
-            return Err(StoreError::Internal(format!(
-                "{op}: unexpected cancellation {:?}",
-                cancelled.codes()
-            )));
+            return Err(cancelled.unexpected(op));
         }
         Err(StoreError::Busy(format!(
             "{op}: the idempotency record kept changing"
@@ -536,10 +535,7 @@ impl Store for DynamoStore {
                 // Updated or deleted meanwhile: read again.
                 Err(cancelled) if cancelled.condition_failed(0) => continue,
                 Err(cancelled) => {
-                    return Err(StoreError::Internal(format!(
-                        "{op}: unexpected cancellation {:?}",
-                        cancelled.codes()
-                    )));
+                    return Err(cancelled.unexpected(op));
                 }
             }
         }
@@ -572,10 +568,7 @@ impl Store for DynamoStore {
                 // Another entry took this position (same microsecond, same draw): draw again.
                 Err(cancelled) if cancelled.condition_failed(0) => continue,
                 Err(cancelled) => {
-                    return Err(StoreError::Internal(format!(
-                        "{op}: unexpected cancellation {:?}",
-                        cancelled.codes()
-                    )));
+                    return Err(cancelled.unexpected(op));
                 }
             }
         }

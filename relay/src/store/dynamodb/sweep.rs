@@ -182,10 +182,7 @@ async fn delete_one(store: &DynamoStore, key: Item, now_us: i64) -> StoreResult<
     match store.transact(OP, items).await? {
         Ok(()) => Ok(true),
         Err(cancelled) if cancelled.condition_failed(0) => Ok(false),
-        Err(cancelled) => Err(StoreError::Internal(format!(
-            "{OP}: unexpected cancellation {:?}",
-            cancelled.codes()
-        ))),
+        Err(cancelled) => Err(cancelled.unexpected(OP)),
     }
 }
 
