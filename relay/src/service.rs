@@ -6,8 +6,10 @@
 //! - an update puts the new revision in the cache; a read never replaces a newer revision with an older one;
 //! - a delete leaves a tombstone, so a read racing the delete cannot put the message back.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use chrono::{DateTime, Utc};
 use moka::Expiry;
 use moka::future::Cache;
@@ -18,15 +20,45 @@ use crate::http::error::{ApiError, ApiResult};
 use crate::store::{Created, DynStore};
 use crate::telemetry::events::{CacheLookup, Event, MessageEvent};
 
+/// A message as the service hands it out: shared with the cache, plus a slot where the HTTP layer keeps
+/// its rendered representation, so a cached message is serialized once rather than on every read.
+#[derive(Debug)]
+pub struct SharedMessage {
+    message: Message,
+    rendered: OnceLock<Bytes>,
+}
+
+impl SharedMessage {
+    fn new(message: Message) -> Arc<Self> {
+        Arc::new(Self {
+            message,
+            rendered: OnceLock::new(),
+        })
+    }
+
+    /// The representation `render` makes of this message, made at most once.
+    pub fn rendered(&self, render: impl FnOnce(&Message) -> Bytes) -> Bytes {
+        self.rendered.get_or_init(|| render(&self.message)).clone()
+    }
+}
+
+impl std::ops::Deref for SharedMessage {
+    type Target = Message;
+
+    fn deref(&self) -> &Message {
+        &self.message
+    }
+}
+
 /// The result of a create: whether it wrote a message or replayed an earlier one.
 #[derive(Debug, Clone)]
 pub enum CreateOutcome {
-    Created(Message),
-    Replayed(Message),
+    Created(Arc<SharedMessage>),
+    Replayed(Arc<SharedMessage>),
 }
 
 impl CreateOutcome {
-    pub fn message(&self) -> &Message {
+    pub fn message(&self) -> &Arc<SharedMessage> {
         match self {
             Self::Created(m) | Self::Replayed(m) => m,
         }
@@ -56,6 +88,7 @@ impl Messages {
         match self.store.create_message(&message, key.as_ref()).await? {
             Created::New => {
                 MessageEvent::Created.emit();
+                let message = SharedMessage::new(message);
                 if let Some(cache) = &self.cache {
                     cache.offer(message.clone()).await;
                 }
@@ -69,12 +102,12 @@ impl Messages {
                     return Err(ApiError::IdempotencyKeyReused);
                 }
                 MessageEvent::IdempotentReplay.emit();
-                Ok(CreateOutcome::Replayed(first))
+                Ok(CreateOutcome::Replayed(SharedMessage::new(first)))
             }
         }
     }
 
-    pub async fn get(&self, id: MessageId) -> ApiResult<Message> {
+    pub async fn get(&self, id: MessageId) -> ApiResult<Arc<SharedMessage>> {
         let now = now();
         if let Some(cache) = &self.cache {
             match cache.lookup(id, now).await {
@@ -92,6 +125,7 @@ impl Messages {
             .get_message(id, now)
             .await?
             .ok_or(ApiError::MessageNotFound)?;
+        let message = SharedMessage::new(message);
         if let Some(cache) = &self.cache {
             cache.offer(message.clone()).await;
         }
@@ -99,8 +133,8 @@ impl Messages {
         Ok(message)
     }
 
-    pub async fn update(&self, update: MessageUpdate) -> ApiResult<Message> {
-        let message = self.store.update_message(&update, now()).await?;
+    pub async fn update(&self, update: MessageUpdate) -> ApiResult<Arc<SharedMessage>> {
+        let message = SharedMessage::new(self.store.update_message(&update, now()).await?);
         if let Some(cache) = &self.cache {
             cache.offer(message.clone()).await;
         }
@@ -128,7 +162,7 @@ impl Messages {
 
 #[derive(Debug, Clone)]
 enum Cached {
-    Present(Message),
+    Present(Arc<SharedMessage>),
     Deleted,
 }
 
@@ -142,11 +176,13 @@ impl MessageCache {
         let entries = Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_, v: &Cached| match v {
-                // The body plus a rough allowance for the entry itself.
+                // The body, its rendered JSON (the body again plus the other fields), and the entry's
+                // own overhead in the cache.
                 Cached::Present(m) => u32::try_from(m.body.len())
                     .unwrap_or(u32::MAX)
-                    .saturating_add(160),
-                Cached::Deleted => 64,
+                    .saturating_mul(2)
+                    .saturating_add(ENTRY_OVERHEAD_BYTES + 200),
+                Cached::Deleted => ENTRY_OVERHEAD_BYTES,
             })
             .expire_after(EntryExpiry { ttl })
             .build();
@@ -154,7 +190,11 @@ impl MessageCache {
     }
 
     /// `None`: not cached. `Some(None)`: known not to exist (deleted or expired). `Some(Some(m))`: a hit.
-    async fn lookup(&self, id: MessageId, now: DateTime<Utc>) -> Option<Option<Message>> {
+    async fn lookup(
+        &self,
+        id: MessageId,
+        now: DateTime<Utc>,
+    ) -> Option<Option<Arc<SharedMessage>>> {
         match self.entries.get(&id).await? {
             Cached::Present(m) if !m.is_expired_at(now) => Some(Some(m)),
             Cached::Present(_) | Cached::Deleted => Some(None),
@@ -162,7 +202,7 @@ impl MessageCache {
     }
 
     /// Cache `message` unless the cache knows a newer revision or a deletion.
-    async fn offer(&self, message: Message) {
+    async fn offer(&self, message: Arc<SharedMessage>) {
         self.entries
             .entry(message.id)
             .and_compute_with(|existing| {
@@ -183,6 +223,9 @@ impl MessageCache {
     }
 }
 
+/// What one cache entry costs beyond its bytes: moka's entry, its key, the `Arc` and the message's fields.
+const ENTRY_OVERHEAD_BYTES: u32 = 400;
+
 struct EntryExpiry {
     ttl: Duration,
 }
@@ -190,14 +233,14 @@ struct EntryExpiry {
 impl EntryExpiry {
     fn lifetime(&self, value: &Cached) -> Duration {
         match value {
-            Cached::Present(Message {
-                expires_at: Some(expiry),
-                ..
-            }) => {
-                let left = (*expiry - now()).to_std().unwrap_or(Duration::ZERO);
-                left.min(self.ttl)
-            }
-            _ => self.ttl,
+            Cached::Present(message) => match message.expires_at {
+                Some(expiry) => (expiry - now())
+                    .to_std()
+                    .unwrap_or(Duration::ZERO)
+                    .min(self.ttl),
+                None => self.ttl,
+            },
+            Cached::Deleted => self.ttl,
         }
     }
 }

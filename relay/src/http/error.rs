@@ -8,10 +8,8 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::Request;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -240,15 +238,82 @@ pub struct InternalError(pub String);
 /// The request id header, set on every request before any handler runs.
 pub const REQUEST_ID: &str = "x-request-id";
 
-/// Write the body of every error response as problem+json with the request id.
-pub async fn finish_problems(request: Request, next: Next) -> Response {
-    let request_id = request
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let response = next.run(request).await;
+/// Write the body of every error response as problem+json with the request id. Everything inside this
+/// layer may answer with a bare error status; everything outside sees problems only.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProblemLayer;
+
+impl<S> tower::Layer<S> for ProblemLayer {
+    type Service = Problems<S>;
+
+    fn layer(&self, inner: S) -> Problems<S> {
+        Problems { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Problems<S> {
+    inner: S,
+}
+
+impl<S, B, ResBody> tower::Service<axum::http::Request<B>> for Problems<S>
+where
+    S: tower::Service<axum::http::Request<B>, Response = axum::http::Response<ResBody>>,
+    ResBody: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    ResBody::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = ProblemsFuture<S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        ProblemsFuture {
+            request_id: request.headers().get(REQUEST_ID).cloned(),
+            inner: self.inner.call(request),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    pub struct ProblemsFuture<F> {
+        #[pin]
+        inner: F,
+        request_id: Option<HeaderValue>,
+    }
+}
+
+impl<F, ResBody, E> std::future::Future for ProblemsFuture<F>
+where
+    F: std::future::Future<Output = Result<axum::http::Response<ResBody>, E>>,
+    ResBody: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    ResBody::Error: Into<axum::BoxError>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.inner.poll(cx))?;
+        let request_id = this
+            .request_id
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        std::task::Poll::Ready(Ok(finish_problem(request_id, response.map(Body::new))))
+    }
+}
+
+/// Turn an error response into a problem document (success responses pass untouched).
+fn finish_problem(request_id: &str, response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
@@ -277,7 +342,7 @@ pub async fn finish_problems(request: Request, next: Next) -> Response {
         title: status.canonical_reason().unwrap_or("Error").to_owned(),
         status: status.as_u16(),
         detail,
-        request_id,
+        request_id: request_id.to_owned(),
     };
     let bytes = serde_json::to_vec(&problem).unwrap_or_default();
     parts
@@ -321,6 +386,7 @@ fn generic_problem(status: StatusCode) -> (&'static str, String) {
 mod tests {
     use super::*;
     use axum::Router;
+    use axum::extract::Request;
     use axum::routing::get;
     use tower::ServiceExt;
 
@@ -331,7 +397,7 @@ mod tests {
                 "/boom",
                 get(|| async { ApiError::Internal("db file /secret/path corrupt".into()) }),
             )
-            .layer(axum::middleware::from_fn(finish_problems));
+            .layer(ProblemLayer);
         let response = app
             .oneshot(
                 Request::builder()

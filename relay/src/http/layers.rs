@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tower_http::request_id::{MakeRequestId, RequestId};
-use tracing::Instrument;
 
 use super::error::{ApiError, REQUEST_ID};
 use super::extract::ClientIp;
@@ -32,7 +31,7 @@ pub fn is_valid_request_id(value: &[u8]) -> bool {
 }
 
 /// Drop an incoming `x-request-id` that is not well-formed, so `SetRequestIdLayer` generates one.
-pub async fn drop_malformed_request_id(mut request: Request, next: Next) -> Response {
+pub fn drop_malformed_request_id(mut request: Request) -> Request {
     let valid = request
         .headers()
         .get(REQUEST_ID)
@@ -40,7 +39,7 @@ pub async fn drop_malformed_request_id(mut request: Request, next: Next) -> Resp
     if !valid {
         request.headers_mut().remove(REQUEST_ID);
     }
-    next.run(request).await
+    request
 }
 
 /// Request ids for requests that came without a usable one: in Lambda, API Gateway's request id (the id
@@ -71,47 +70,315 @@ fn aws_request_id<B>(request: &axum::http::Request<B>) -> Option<String> {
     })
 }
 
-/// Open the request span (request_id, method, route) and emit `HttpResponseSent` when the response
-/// is ready. `route` is the matched template, never the raw path.
-pub async fn observe(request: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let method = method_label(request.method());
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
-    let request_id = request
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let span = tracing::info_span!(
-        "request",
-        request_id = %request_id,
-        method,
-        route = %route,
-        cold_start = tracing::field::Empty,
-        problem = tracing::field::Empty
-    );
-    if let Some(cold) = telemetry::cold_start() {
-        span.record("cold_start", cold);
-        if cold {
-            span.in_scope(|| ColdStart.emit());
+/// The request span (request_id, method, route) around everything inside, and `HttpResponseSent` when
+/// the response is ready. `route` is the matched template, never the raw path. A hand-written tower
+/// layer rather than `from_fn`: it allocates nothing per request beyond the span itself.
+#[derive(Debug, Clone, Copy)]
+pub struct ObserveLayer {
+    /// Off (`--no-telemetry`): requests pass straight through, with no span and no event.
+    pub enabled: bool,
+}
+
+impl<S> tower::Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe {
+            inner,
+            enabled: self.enabled,
         }
     }
-    let response = next.run(request).instrument(span.clone()).await;
-    span.in_scope(|| {
-        HttpResponseSent {
-            route: &route,
-            method,
-            status: response.status(),
-            latency: start.elapsed(),
+}
+
+#[derive(Debug, Clone)]
+pub struct Observe<S> {
+    inner: S,
+    enabled: bool,
+}
+
+impl<S, B, ResBody> tower::Service<axum::http::Request<B>> for Observe<S>
+where
+    S: tower::Service<axum::http::Request<B>, Response = axum::http::Response<ResBody>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ObserveFuture<S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        if !self.enabled {
+            return ObserveFuture {
+                inner: self.inner.call(request),
+                request: None,
+            };
         }
-        .emit()
-    });
-    response
+        let start = Instant::now();
+        let method = method_label(request.method());
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        let span = tracing::info_span!(
+            "request",
+            request_id = request
+                .headers()
+                .get(REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default(),
+            method,
+            route = route.as_ref().map_or(UNMATCHED_ROUTE, |r| r.as_str()),
+            cold_start = tracing::field::Empty,
+            problem = tracing::field::Empty
+        );
+        if let Some(cold) = telemetry::cold_start() {
+            span.record("cold_start", cold);
+            if cold {
+                span.in_scope(|| ColdStart.emit());
+            }
+        }
+        let inner = span.in_scope(|| self.inner.call(request));
+        ObserveFuture {
+            inner,
+            request: Some(Observed {
+                span,
+                start,
+                method,
+                route,
+            }),
+        }
+    }
+}
+
+/// What `Observe` remembers about a request until its response is ready.
+#[derive(Debug)]
+pub struct Observed {
+    span: tracing::Span,
+    start: Instant,
+    method: &'static str,
+    route: Option<MatchedPath>,
+}
+
+pin_project_lite::pin_project! {
+    /// The inner response future, polled inside the request span.
+    pub struct ObserveFuture<F> {
+        #[pin]
+        inner: F,
+        request: Option<Observed>,
+    }
+}
+
+impl<F, ResBody, E> std::future::Future for ObserveFuture<F>
+where
+    F: std::future::Future<Output = Result<axum::http::Response<ResBody>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let Some(observed) = this.request.as_ref() else {
+            return this.inner.poll(cx);
+        };
+        let _entered = observed.span.enter();
+        let result = std::task::ready!(this.inner.poll(cx));
+        if let Ok(response) = &result {
+            HttpResponseSent {
+                route: observed
+                    .route
+                    .as_ref()
+                    .map_or(UNMATCHED_ROUTE, |r| r.as_str()),
+                method: observed.method,
+                status: response.status(),
+                latency: observed.start.elapsed(),
+            }
+            .emit();
+        }
+        std::task::Poll::Ready(result)
+    }
+}
+
+/// The request timeout: a request that takes longer is answered 503 (a problem with `Retry-After`,
+/// written further out). Like tokio's `timeout`, and unlike tower-http's layer, it polls the request
+/// before the timer, so a request that completes at once (a cached read) never registers a timer.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestTimeoutLayer {
+    pub timeout: Duration,
+}
+
+impl<S> tower::Layer<S> for RequestTimeoutLayer {
+    type Service = RequestTimeout<S>;
+
+    fn layer(&self, inner: S) -> RequestTimeout<S> {
+        RequestTimeout {
+            inner,
+            timeout: self.timeout,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RequestTimeout<S> {
+    inner: S,
+    timeout: Duration,
+}
+
+impl<S, ReqBody, ResBody> tower::Service<axum::http::Request<ReqBody>> for RequestTimeout<S>
+where
+    S: tower::Service<axum::http::Request<ReqBody>, Response = axum::http::Response<ResBody>>,
+    ResBody: Default,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = RequestTimeoutFuture<S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: axum::http::Request<ReqBody>) -> Self::Future {
+        RequestTimeoutFuture {
+            inner: tokio::time::timeout(self.timeout, self.inner.call(request)),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    pub struct RequestTimeoutFuture<F> {
+        #[pin]
+        inner: tokio::time::Timeout<F>,
+    }
+}
+
+impl<F, ResBody, E> std::future::Future for RequestTimeoutFuture<F>
+where
+    F: std::future::Future<Output = Result<axum::http::Response<ResBody>, E>>,
+    ResBody: Default,
+{
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match std::task::ready!(self.project().inner.poll(cx)) {
+            Ok(result) => std::task::Poll::Ready(result),
+            Err(_elapsed) => {
+                let mut response = axum::http::Response::new(ResBody::default());
+                *response.status_mut() = axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                std::task::Poll::Ready(Ok(response))
+            }
+        }
+    }
+}
+
+/// Response compression (tower-http's), engaged only for requests that accept a compressed encoding.
+/// tower-http wraps every response body in its ~6 KB compression body, even one it will not compress;
+/// moving that through the layers cost more than the rest of a small GET, so requests that do not ask
+/// for compression bypass it, and compressed bodies are boxed once, here.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CompressLayer;
+
+impl<S: Clone> tower::Layer<S> for CompressLayer {
+    type Service = Compress<S>;
+
+    fn layer(&self, inner: S) -> Compress<S> {
+        Compress { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Compress<S> {
+    inner: S,
+}
+
+/// Whether the client takes an encoding the compression layer can produce.
+fn accepts_compression<B>(request: &axum::http::Request<B>) -> bool {
+    request
+        .headers()
+        .get_all(axum::http::header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("gzip") || v.contains("br"))
+}
+
+impl<S, ReqBody> tower::Service<axum::http::Request<ReqBody>> for Compress<S>
+where
+    S: tower::Service<axum::http::Request<ReqBody>, Response = Response> + Clone,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future =
+        CompressFuture<
+            S::Future,
+            <tower_http::compression::Compression<S> as tower::Service<
+                axum::http::Request<ReqBody>,
+            >>::Future,
+        >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: axum::http::Request<ReqBody>) -> Self::Future {
+        if accepts_compression(&request) {
+            // The compression service takes the inner service that was polled ready.
+            let fresh = self.inner.clone();
+            let ready = std::mem::replace(&mut self.inner, fresh);
+            CompressFuture::Compressed {
+                inner: tower::Layer::layer(
+                    &tower_http::compression::CompressionLayer::new(),
+                    ready,
+                )
+                .call(request),
+            }
+        } else {
+            CompressFuture::Plain {
+                inner: self.inner.call(request),
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = CompressProj]
+    pub enum CompressFuture<P, C> {
+        Plain { #[pin] inner: P },
+        Compressed { #[pin] inner: C },
+    }
+}
+
+impl<P, C, CBody, E> std::future::Future for CompressFuture<P, C>
+where
+    P: std::future::Future<Output = Result<Response, E>>,
+    C: std::future::Future<Output = Result<axum::http::Response<CBody>, E>>,
+    CBody: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    CBody::Error: Into<axum::BoxError>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let response = match self.project() {
+            CompressProj::Plain { inner } => std::task::ready!(inner.poll(cx))?,
+            CompressProj::Compressed { inner } => {
+                std::task::ready!(inner.poll(cx))?.map(axum::body::Body::new)
+            }
+        };
+        std::task::Poll::Ready(Ok(response))
+    }
 }
 
 /// A keyed token bucket per client IP (governor, GCRA).

@@ -10,10 +10,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{AppJson, IdPath, IdempotencyKeyHeader};
+use super::extract::{AppJson, IdPath, IdempotencyKeyHeader, IfNoneMatch};
 use super::{AppState, parse_ttl, rfc3339};
 use crate::domain::{MAX_TTL_SECONDS, Message, MessageUpdate, Precondition};
-use crate::service::CreateOutcome;
+use crate::service::{CreateOutcome, SharedMessage};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -69,8 +69,23 @@ pub struct MessageCount {
     pub count: u64,
 }
 
-fn with_etag(status: StatusCode, message: &Message) -> Response {
-    let mut response = (status, Json(MessageResource::from(message))).into_response();
+/// The message resource as JSON with its `ETag`. The JSON is rendered once per message revision and kept
+/// with the cached message.
+fn with_etag(status: StatusCode, message: &SharedMessage) -> Response {
+    let json = message.rendered(|m| {
+        serde_json::to_vec(&MessageResource::from(m))
+            .unwrap_or_default()
+            .into()
+    });
+    let mut response = (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        json,
+    )
+        .into_response();
     if let Ok(etag) = HeaderValue::from_str(&message.revision.etag()) {
         response.headers_mut().insert(header::ETAG, etag);
     }
@@ -144,12 +159,11 @@ pub async fn count_messages(State(state): State<AppState>) -> ApiResult<Json<Mes
 pub async fn get_message(
     State(state): State<AppState>,
     IdPath(id): IdPath,
-    headers: HeaderMap,
+    IfNoneMatch(if_none_match): IfNoneMatch,
 ) -> ApiResult<Response> {
     let message = state.messages.get(id).await?;
     let etag = message.revision.etag();
-    let unchanged = headers
-        .get_all(header::IF_NONE_MATCH)
+    let unchanged = if_none_match
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))

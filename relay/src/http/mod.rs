@@ -20,9 +20,27 @@ use crate::service::Messages;
 use crate::store::DynStore;
 use error::ApiError;
 
-/// What every handler can reach.
+/// What every handler can reach: one shared `Context`, so extracting the state per request is one
+/// reference-count increment.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(std::sync::Arc<Context>);
+
+impl AppState {
+    pub fn new(context: Context) -> Self {
+        Self(std::sync::Arc::new(context))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Context;
+
+    fn deref(&self) -> &Context {
+        &self.0
+    }
+}
+
+/// The application's shared parts.
+pub struct Context {
     pub messages: Messages,
     pub store: DynStore,
     pub max_message_bytes: usize,
@@ -31,7 +49,7 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
 }
 
-impl AppState {
+impl Context {
     /// Parse a message text against the configured limit: 400 when empty, 413 when too large.
     pub fn parse_body(&self, text: &str) -> Result<MessageBody, ApiError> {
         MessageBody::parse(text, self.max_message_bytes).map_err(|e| match e {

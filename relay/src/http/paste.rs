@@ -78,7 +78,7 @@ pub async fn create_paste(
     let body = state.parse_body(&input.content)?;
     let ttl = parse_ttl(input.timetolive)?;
     let outcome = state.messages.create(body, ttl, key).await?;
-    Ok(Json(Paste::from(outcome.message())))
+    Ok(Json(Paste::from(&***outcome.message())))
 }
 
 /// Read a paste.
@@ -96,7 +96,7 @@ pub async fn get_paste(
     IdPath(id): IdPath,
 ) -> ApiResult<Json<Paste>> {
     let message = state.messages.get(id).await?;
-    Ok(Json(Paste::from(&message)))
+    Ok(Json(Paste::from(&**message)))
 }
 
 /// Replace a paste's content and time-to-live (counted from now).
@@ -122,7 +122,7 @@ pub async fn update_paste(
 ) -> ApiResult<Json<Paste>> {
     let update = parse_update(&state, id, &headers, input.content, input.timetolive)?;
     let message = state.messages.update(update).await?;
-    Ok(Json(Paste::from(&message)))
+    Ok(Json(Paste::from(&**message)))
 }
 
 /// Delete a paste; answers with the paste as it was.

@@ -345,14 +345,29 @@ impl Event for RelayStarted<'_> {
 /// on every request. Label values are `&'static str` from bounded sets, so the cache is bounded too.
 /// Handles are cached only once an exporter is installed: a handle taken before would stay a no-op.
 mod handles {
-    use std::collections::HashMap;
     use std::sync::{OnceLock, RwLock};
 
     use metrics::{Counter, Histogram, Label};
 
     use super::Metric;
 
-    type Key = (&'static str, [&'static str; 3]);
+    /// Handles are looked up on every request, so the key is the address and length of each static
+    /// string (metric name and label values) rather than its text: hashing and comparing it costs a few
+    /// integer operations. Label values come from small fixed sets (routes are interned by
+    /// `route_label`); two equal strings at different addresses would only get two cache entries for the
+    /// same registered metric, which is harmless.
+    type Key = [(usize, usize); 4];
+    type HashMap<K, V> = rustc_hash::FxHashMap<K, V>;
+
+    fn key(metric: Metric, values: [&'static str; 3]) -> Key {
+        let at = |s: &'static str| (s.as_ptr() as usize, s.len());
+        [
+            at(metric.as_str()),
+            at(values[0]),
+            at(values[1]),
+            at(values[2]),
+        ]
+    }
 
     fn labels(metric: Metric, values: [&'static str; 3]) -> Vec<Label> {
         metric
@@ -385,14 +400,14 @@ mod handles {
 
     pub fn counter(metric: Metric, values: [&'static str; 3]) -> Counter {
         static CACHE: OnceLock<RwLock<HashMap<Key, Counter>>> = OnceLock::new();
-        cached(&CACHE, (metric.as_str(), values), || {
+        cached(&CACHE, key(metric, values), || {
             metrics::counter!(metric.as_str(), labels(metric, values))
         })
     }
 
     pub fn histogram(metric: Metric, values: [&'static str; 3]) -> Histogram {
         static CACHE: OnceLock<RwLock<HashMap<Key, Histogram>>> = OnceLock::new();
-        cached(&CACHE, (metric.as_str(), values), || {
+        cached(&CACHE, key(metric, values), || {
             metrics::histogram!(metric.as_str(), labels(metric, values))
         })
     }

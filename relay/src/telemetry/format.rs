@@ -56,18 +56,42 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         // Written straight into one buffer: this runs for every request, so no intermediate map and no
-        // re-parsing of span fields (they are already JSON objects; their members are spliced in).
+        // re-parsing of span fields (they are already JSON objects; their members are spliced in). The
+        // buffer is reused per thread (a fresh one only if formatting ever re-enters itself).
+        thread_local! {
+            static LINE: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(512));
+        }
+        LINE.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut line) => {
+                line.clear();
+                self.write_line(ctx, event, &mut line);
+                writer.write_str(std::str::from_utf8(&line).map_err(|_| fmt::Error)?)
+            }
+            Err(_) => {
+                let mut line = Vec::with_capacity(512);
+                self.write_line(ctx, event, &mut line);
+                writer.write_str(std::str::from_utf8(&line).map_err(|_| fmt::Error)?)
+            }
+        })
+    }
+}
+
+impl JsonLines {
+    fn write_line<S, N>(&self, ctx: &FmtContext<'_, S, N>, event: &Event<'_>, line: &mut Vec<u8>)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+        N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    {
         let meta = event.metadata();
-        let mut line: Vec<u8> = Vec::with_capacity(384);
         line.push(b'{');
         line.extend_from_slice(b"\"timestamp\":\"");
-        let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ");
-        let _ = std::io::Write::write_fmt(&mut line, format_args!("{now}"));
+        let now = humantime::format_rfc3339_micros(std::time::SystemTime::now());
+        let _ = std::io::Write::write_fmt(line, format_args!("{now}"));
         line.push(b'"');
-        push_key(&mut line, "level");
-        push_json(&mut line, meta.level().as_str());
-        push_key(&mut line, "target");
-        push_json(&mut line, meta.target());
+        push_key(line, "level");
+        push_json(line, meta.level().as_str());
+        push_key(line, "target");
+        push_json(line, meta.target());
         line.extend_from_slice(self.identity.as_bytes());
         if let Some(scope) = ctx.event_scope() {
             for span in scope.from_root() {
@@ -79,9 +103,8 @@ where
                 line.extend_from_slice(fields.fields.as_bytes());
             }
         }
-        event.record(&mut FieldsVisitor(&mut line));
+        event.record(&mut FieldsVisitor(line));
         line.extend_from_slice(b"}\n");
-        writer.write_str(std::str::from_utf8(&line).map_err(|_| fmt::Error)?)
     }
 }
 

@@ -8,14 +8,15 @@
 pub mod events;
 pub mod format;
 pub mod names;
+pub mod paced;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::writer::{EitherWriter, MakeWriter};
 
 use crate::config::LogFormat;
 use names::{Kind, Metric};
@@ -43,32 +44,23 @@ pub enum Runtime {
 /// Keep this alive until exit: dropping it flushes buffered log lines.
 #[must_use = "dropping the guard stops the log writer"]
 pub struct LogGuard {
-    _writer: Option<WorkerGuard>,
+    _flusher: Option<paced::PacedFlusher>,
 }
 
 /// Install the global log subscriber. Filters come from `RUST_LOG` (default `info`). Call once.
 pub fn init_logging(format: LogFormat, env: &str, runtime: Runtime) -> LogGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let (writer, guard) = match runtime {
-        Runtime::Server => {
-            // Lossless: under a burst, requests wait for the writer rather than lines being dropped.
-            // Buffered: the writer thread drains every waiting line, then flushes, so a busy relay makes
-            // one write per batch instead of one per line, and an idle one still shows each line at once.
-            let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-                .lossy(false)
-                .finish(std::io::BufWriter::with_capacity(
-                    64 * 1024,
-                    std::io::stdout(),
-                ));
-            (
-                tracing_subscriber::fmt::writer::BoxMakeWriter::new(writer),
-                Some(guard),
-            )
-        }
-        Runtime::Lambda => (
-            tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stdout),
-            None,
-        ),
+    // Servers: lines go into a shared buffer written out by a ticker thread (see `paced`): lossless,
+    // one write per interval under load, each line out within the interval when idle. Lambda: straight
+    // to stdout, so lines are written before the invocation returns (the sandbox freezes after it).
+    let paced = match runtime {
+        Runtime::Server => paced::paced(std::io::stdout(), paced::FLUSH_INTERVAL).ok(),
+        Runtime::Lambda => None,
+    };
+    let (writer, flusher) = match paced {
+        Some((sink, flusher)) => (LogWriter::Paced(sink), Some(flusher)),
+        // Lambda, or no thread could be started for the ticker: each line straight to stdout.
+        None => (LogWriter::Stdout, None),
     };
     let result = match format {
         LogFormat::Json => tracing_subscriber::fmt()
@@ -90,7 +82,25 @@ pub fn init_logging(format: LogFormat, env: &str, runtime: Runtime) -> LogGuard 
     if let Err(error) = result {
         eprintln!("logging was already initialised: {error}");
     }
-    LogGuard { _writer: guard }
+    LogGuard { _flusher: flusher }
+}
+
+/// Where log lines go: the paced buffer (servers) or stdout directly (Lambda). Chosen once at start,
+/// not boxed per line.
+enum LogWriter {
+    Paced(paced::PacedWriter),
+    Stdout,
+}
+
+impl<'a> MakeWriter<'a> for LogWriter {
+    type Writer = EitherWriter<paced::PacedLine<'a>, std::io::Stdout>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        match self {
+            Self::Paced(writer) => EitherWriter::A(writer.make_writer()),
+            Self::Stdout => EitherWriter::B(std::io::stdout()),
+        }
+    }
 }
 
 enum Exporter {
