@@ -1,4 +1,5 @@
-"""Parse wrk --latency output: summary(path) -> (requests/s, p50 ms, p99 ms, non-2xx/3xx responses).
+"""Parse wrk --latency output: summary(path) -> (requests/s, p50 ms, p99 ms, errors), where errors are
+non-2xx/3xx responses plus socket errors (connections closed or timed out without an answer).
 Run as a script, prints the four values."""
 
 import re
@@ -17,7 +18,9 @@ def summary(path: str) -> tuple[float, float, float, int]:
     p50 = _ms(re.search(r"\s50%\s+(\S+)", text).group(1))
     p99 = _ms(re.search(r"\s99%\s+(\S+)", text).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-    return rps, p50, p99, int(errors.group(1)) if errors else 0
+    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    failed = sum(int(n) for n in socket.groups()) if socket else 0
+    return rps, p50, p99, (int(errors.group(1)) if errors else 0) + failed
 
 
 if __name__ == "__main__":

@@ -352,3 +352,49 @@ async fn no_client_mistake_gets_a_server_error() {
         }
     }
 }
+
+/// Send raw bytes; return what came back and whether the server closed the connection within 5 s
+/// (`false`: it was still open, i.e. the server was holding the connection).
+async fn raw_exchange_closed(addr: std::net::SocketAddr, request: &[u8]) -> (String, bool) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = stream.write_all(request).await;
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .is_ok();
+    (String::from_utf8_lossy(&answer).into_owned(), closed)
+}
+
+#[tokio::test]
+async fn header_floods_are_refused_and_the_relay_keeps_serving() {
+    let app = spawn_app().await;
+    let mut many = String::from("GET /healthz HTTP/1.1\r\nHost: relay\r\n");
+    for i in 0..2000 {
+        many.push_str(&format!("x-flood-{i}: {i}\r\n"));
+    }
+    many.push_str("\r\n");
+    let huge = format!(
+        "GET /healthz HTTP/1.1\r\nHost: relay\r\nx-huge: {}\r\n\r\n",
+        "a".repeat(4 << 20)
+    );
+    for (what, request) in [("2000 headers", many), ("one 4 MiB header", huge)] {
+        // Several at once, while an ordinary client keeps being served.
+        let floods: Vec<_> = (0..8)
+            .map(|_| {
+                let (addr, request) = (app.addr, request.clone());
+                tokio::spawn(async move { raw_exchange_closed(addr, request.as_bytes()).await })
+            })
+            .collect();
+        assert_eq!(app.get("/healthz").await.status(), StatusCode::OK, "{what}");
+        for flood in floods {
+            let (answer, closed) = flood.await.unwrap();
+            assert!(closed, "{what}: the connection is closed, not held open");
+            assert!(
+                answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+                "{what}: refused with 431 or a closed connection, got: {}",
+                answer.lines().next().unwrap_or_default()
+            );
+        }
+        assert_eq!(app.get("/healthz").await.status(), StatusCode::OK, "{what}");
+    }
+}
