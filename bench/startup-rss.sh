@@ -50,6 +50,7 @@ print(f"| process start to first `/healthz` answer (median of 5, fresh database)
 print(f"| RSS idle | {mib(idle)} |")
 print(f"| RSS after storing 100,000+ messages ({stored}) | {mib(writes)} |")
 print(f"| RSS during GET-by-id load (64 connections) | {mib(load)} |")
-print("\nThe read cache holds at most `--cache-max-bytes` (64 MiB by default) of message text.")
+print("\nThe read cache holds at most `--cache-max-bytes` (64 MiB by default), counting per entry the text,")
+print("its rendered JSON and a 400-byte allowance for the entry itself.")
 PY
 cat bench/results/startup-rss.md

@@ -527,8 +527,32 @@ async fn a_store_outage_gives_503s_and_heals_without_a_restart() {
             .json(&json!({"message": "during"}))
     };
 
+    // Load during each outage: many requests at once, every one a prompt 503.
+    let load = |what: &'static str, budget: Duration| {
+        let mut load = tokio::task::JoinSet::new();
+        let id = before["id"].as_str().unwrap_or_default().to_owned();
+        for i in 0..48 {
+            let request = match i % 3 {
+                0 => post(),
+                1 => app.client.get(app.url(&format!("/messages/{id}"))),
+                _ => app.client.get(app.url("/messages")),
+            };
+            load.spawn(async move { assert_fast_503(request, budget, what).await });
+        }
+        load
+    };
+    let finish = |mut load: tokio::task::JoinSet<Value>| async move {
+        let mut answered = 0;
+        while let Some(done) = load.join_next().await {
+            done.unwrap_or_else(|e| panic!("a request under load: {e}"));
+            answered += 1;
+        }
+        assert_eq!(answered, 48);
+    };
+
     // 1. The server hangs (accepts connections, never answers): timeouts, not a hang.
     server.signal("-STOP");
+    let hung_load = load("under load while hung", budget);
     let (write, count, ready) = tokio::join!(
         assert_fast_503(post(), budget, "create while hung"),
         assert_fast_503(
@@ -543,6 +567,7 @@ async fn a_store_outage_gives_503s_and_heals_without_a_restart() {
         ),
     );
     assert_eq!(ready["checks"]["store"]["status"], "down", "{ready}");
+    finish(hung_load).await;
     for body in [&write, &count] {
         let kind = body["type"].as_str().unwrap();
         assert!(
@@ -557,6 +582,7 @@ async fn a_store_outage_gives_503s_and_heals_without_a_restart() {
     // 2. The server dies: connection refused, answered at once.
     server.kill();
     let budget_down = Duration::from_secs(5);
+    finish(load("under load while down", budget_down)).await;
     let write = assert_fast_503(post(), budget_down, "create while down").await;
     assert_eq!(write["type"], "urn:relayops:problem:unavailable", "{write}");
     let id = before["id"].as_str().unwrap();

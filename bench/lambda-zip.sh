@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Question: how big are the Lambda deployment packages? Builds the relay and the canary Lambda zips
+# exactly as the deploy step does (cargo-lambda, release, arm64) and records their sizes, zipped and
+# unzipped. cargo-lambda comes from PyPI into a cached virtualenv when missing. The first build
+# cross-compiles everything: about 10 minutes on 2 cores. Writes bench/results/lambda-zip.md.
+source "$(dirname "$0")/lib/common.sh"
+
+cargo_lambda_version=1.9.2
+if ! command -v cargo-lambda >/dev/null; then
+  venv=${RELAY_BENCH_VENV:-$HOME/.cache/relayops-bench-venv}
+  [ -x "$venv/bin/cargo-lambda" ] || { python3 -m venv "$venv" \
+    && "$venv/bin/pip" install --quiet --disable-pip-version-check "cargo-lambda==$cargo_lambda_version"; } \
+    || { echo "pip could not install cargo-lambda $cargo_lambda_version" >&2; exit 1; }
+  export PATH="$venv/bin:$PATH"
+fi
+rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1 \
+  || { echo "cannot add the aarch64-unknown-linux-gnu target" >&2; exit 1; }
+
+lambda_dir=$work/lambda
+cargo lambda build --release --arm64 --output-format zip --lambda-dir "$lambda_dir" -p relay --bin relay
+cargo lambda build --release --arm64 --output-format zip --lambda-dir "$lambda_dir" -p healthcheck --bin healthcheck-lambda
+
+python3 - "$lambda_dir" "$(machine)" "$cargo_lambda_version" > bench/results/lambda-zip.md <<'PY'
+import os, sys, zipfile
+lambda_dir, machine, version = sys.argv[1:4]
+print("# Lambda package sizes\n")
+print(f"Measured {machine}. `bench/lambda-zip.sh`: cargo-lambda {version}, `cargo lambda build --release --arm64")
+print("--output-format zip`, the workspace release profile (thin LTO); what `scripts/deploy.sh` uploads.\n")
+print("| function | zip | unzipped `bootstrap` |\n|---|---:|---:|")
+for name in ("relay", "healthcheck-lambda"):
+    path = os.path.join(lambda_dir, name, "bootstrap.zip")
+    unzipped = sum(i.file_size for i in zipfile.ZipFile(path).infolist())
+    print(f"| {name} | {os.path.getsize(path) / 2**20:.1f} MiB | {unzipped / 2**20:.1f} MiB |")
+print("\nLambda's limits: 50 MiB zipped for a direct upload, 250 MiB unzipped.")
+PY
+cat bench/results/lambda-zip.md
