@@ -10,11 +10,7 @@ port=$(free_port)
 RELAY_LISTEN=127.0.0.1:$port RELAY_STORE=sqlite:$work/relay.db RELAY_RATE_LIMIT=0 RUST_LOG=warn \
   taskset -c 0 "$relay" >"$work/relay.log" 2>&1 & pids+=($!)
 wait_up "http://127.0.0.1:$port/readyz"
-cat >"$work/post.lua" <<'LUA'
-wrk.method = "POST"
-wrk.headers["content-type"] = "application/json"
-wrk.body = '{"message":"benchmark message of a typical size, about one hundred bytes long, plain ASCII text."}'
-LUA
+post_lua "$work/post.lua"
 for c in 1 64; do
   taskset -c 1 wrk -t1 -c"$c" -d"${duration}s" --latency -s "$work/post.lua" "http://127.0.0.1:$port/messages" >"$work/c$c.txt"
   echo "$c connections: $(wrk_summary "$work/c$c.txt")"

@@ -21,18 +21,11 @@ RELAY_LISTEN=127.0.0.1:$p_off RELAY_STORE=sqlite:$work/off.db RELAY_RATE_LIMIT=0
   taskset -c 0 "$relay" >"$work/off.log" 2>&1 & pids+=($!)
 wait_up "http://127.0.0.1:$p_hello/"; wait_up "http://127.0.0.1:$p_on/readyz"; wait_up "http://127.0.0.1:$p_off/readyz"
 
-create() { curl -sf "http://127.0.0.1:$1/messages" -H 'content-type: application/json' \
-  -d '{"message":"benchmark message of a typical size, about one hundred bytes long, plain ASCII text."}' \
-  | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'; }
-cat >"$work/post.lua" <<'LUA'
-wrk.method = "POST"
-wrk.headers["content-type"] = "application/json"
-wrk.body = '{"message":"benchmark message of a typical size, about one hundred bytes long, plain ASCII text."}'
-LUA
+post_lua "$work/post.lua"
 declare -A urls=(
   [hello]="http://127.0.0.1:$p_hello/"
-  [relay-telemetry-on]="http://127.0.0.1:$p_on/messages/$(create "$p_on")"
-  [relay-telemetry-off]="http://127.0.0.1:$p_off/messages/$(create "$p_off")"
+  [relay-telemetry-on]="http://127.0.0.1:$p_on/messages/$(create_message "$p_on")"
+  [relay-telemetry-off]="http://127.0.0.1:$p_off/messages/$(create_message "$p_off")"
   [relay-create]="http://127.0.0.1:$p_on/messages"
   [relay-count]="http://127.0.0.1:$p_on/messages"
 )

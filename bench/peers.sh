@@ -55,14 +55,10 @@ TOML
 
 wait_up "http://127.0.0.1:$p_relay/readyz"; wait_up "http://127.0.0.1:$p_rp/"; wait_up "http://127.0.0.1:$p_mb/"
 
-text="benchmark message of a typical size, about one hundred bytes long, plain ASCII text."
+text=$bench_text
 boundary=relayopsbenchboundary
 # One create request per server, as a wrk script; every server gets the same text.
-cat >"$work/relay.lua" <<LUA
-wrk.method = "POST"
-wrk.headers["content-type"] = "application/json"
-wrk.body = '{"message":"$text"}'
-LUA
+post_lua "$work/relay.lua"
 cat >"$work/rustypaste.lua" <<LUA
 wrk.method = "POST"
 wrk.headers["content-type"] = "multipart/form-data; boundary=$boundary"
@@ -75,8 +71,7 @@ wrk.body = "--$boundary\r\nContent-Disposition: form-data; name=\"expiration\"\r
 LUA
 
 # One stored item per server to read back, and a check that each read returns the text.
-relay_id=$(curl -sf "http://127.0.0.1:$p_relay/messages" -H 'content-type: application/json' \
-  -d "{\"message\":\"$text\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+relay_id=$(create_message "$p_relay")
 rp_url=$(curl -sf -F "file=@-;filename=m.txt" "http://127.0.0.1:$p_rp/" <<<"$text" | tr -d '\n')
 mb_slug=$(curl -sf -o /dev/null -w '%{redirect_url}' -F expiration=24hour -F privacy=public \
   -F "content=$text" "http://127.0.0.1:$p_mb/upload" | sed 's#.*/upload/##')

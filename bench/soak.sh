@@ -16,15 +16,11 @@ pid=$!; pids+=("$pid")
 wait_up "http://127.0.0.1:$port/readyz"
 
 # 100 stored messages to read back; then every connection cycles create, read, read, count.
-for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$port/messages" -H 'content-type: application/json' \
-    -d '{"message":"soak message of a typical size, about one hundred bytes long, plain ASCII text."}' \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'
-done >"$work/ids"
+for _ in $(seq 1 100); do create_message "$port"; done >"$work/ids"
 {
   echo 'local ids = {'
   sed 's/.*/  "&",/' "$work/ids"
-  cat <<'LUA'
+  cat <<LUA
 }
 local n = 0
 request = function()
@@ -32,7 +28,7 @@ request = function()
   local step = n % 4
   if step == 0 then
     return wrk.format("POST", "/messages", {["content-type"] = "application/json"},
-      '{"message":"soak message of a typical size, about one hundred bytes long, plain ASCII text."}')
+      '{"message":"$bench_text"}')
   elseif step == 3 then
     return wrk.format("GET", "/messages")
   end

@@ -24,18 +24,14 @@ RELAY_LISTEN=127.0.0.1:$port RELAY_STORE=sqlite:$work/rss.db RELAY_RATE_LIMIT=0 
   taskset -c 0 "$relay" >/dev/null 2>&1 & pid=$!; pids+=("$pid")
 wait_up "http://127.0.0.1:$port/readyz"; sleep 1
 idle=$(rss_kib "$pid")
-cat >"$work/post.lua" <<'LUA'
-wrk.method = "POST"
-wrk.headers["content-type"] = "application/json"
-wrk.body = '{"message":"benchmark message of a typical size, about one hundred bytes long, plain ASCII text."}'
-LUA
-# Store at least 100,000 messages (every create also lands in the read cache).
+post_lua "$work/post.lua"
+# Store at least 100,000 messages (creates do not fill the read cache; reads do).
 until [ "$(curl -s "http://127.0.0.1:$port/messages" | python3 -c 'import json,sys; print(json.load(sys.stdin)["count"])')" -ge 100000 ]; do
   taskset -c 1 wrk -t1 -c64 -d5s -s "$work/post.lua" "http://127.0.0.1:$port/messages" >/dev/null
 done
 stored=$(curl -s "http://127.0.0.1:$port/messages")
 after_writes=$(rss_kib "$pid")
-id=$(curl -sf "http://127.0.0.1:$port/messages" -H 'content-type: application/json' -d '{"message":"read me"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+id=$(create_message "$port")
 taskset -c 1 wrk -t1 -c64 -d10s "http://127.0.0.1:$port/messages/$id" >/dev/null & load=$!
 sleep 5; under_load=$(rss_kib "$pid"); wait "$load"
 python3 - "$(machine)" "${starts[*]}" "$idle" "$after_writes" "$under_load" "$stored" > bench/results/startup-rss.md <<'PY'

@@ -24,3 +24,19 @@ machine() {
 }
 # wrk_summary FILE -> "rps p50_ms p99_ms non2xx"
 wrk_summary() { python3 bench/lib/wrk.py "$1"; }
+
+# The message every benchmark stores: a typical size, about one hundred bytes of plain ASCII.
+bench_text="benchmark message of a typical size, about one hundred bytes long, plain ASCII text."
+# create_message PORT: store bench_text on the relay at PORT; prints the new message's id.
+create_message() {
+  curl -sf "http://127.0.0.1:$1/messages" -H 'content-type: application/json' \
+    -d "{\"message\":\"$bench_text\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'
+}
+# post_lua FILE: a wrk script that POSTs bench_text to /messages.
+post_lua() {
+  cat >"$1" <<LUA
+wrk.method = "POST"
+wrk.headers["content-type"] = "application/json"
+wrk.body = '{"message":"$bench_text"}'
+LUA
+}

@@ -61,7 +61,7 @@ pub enum CreateOutcome {
 }
 
 impl CreateOutcome {
-    pub fn message(&self) -> &Arc<SharedMessage> {
+    pub fn message(&self) -> &SharedMessage {
         match self {
             Self::Created(m) | Self::Replayed(m) => m,
         }

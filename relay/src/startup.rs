@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -27,8 +27,8 @@ use crate::domain::now;
 use crate::http::error::{ApiError, ProblemLayer};
 use crate::http::extract::truncate;
 use crate::http::layers::{
-    CompressLayer, MakeRequestUuidV7, ObserveLayer, RateLimit, RequestTimeoutLayer,
-    drop_malformed_request_id, rate_limit,
+    CompressLayer, MakeRequestUuidV7, ObserveLayer, RateLimit, drop_malformed_request_id,
+    rate_limit,
 };
 use crate::http::openapi::ApiDoc;
 use crate::http::{AppState, Context, app_log, assets, health, messages, paste, saved};
@@ -122,6 +122,7 @@ pub fn build(config: &Config, store: DynStore) -> App {
     // Each `Router::layer` call boxes every route once more, and each box costs an allocation and a
     // clone per request, so the layers are applied in three stacks, not one call per layer. Listed
     // outermost first.
+    let request_timeout = config.request_timeout;
     let inner = ServiceBuilder::new()
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CONTENT_SECURITY_POLICY,
@@ -142,8 +143,14 @@ pub fn build(config: &Config, store: DynStore) -> App {
         // Everything inside this point may answer with a bare error; from here out, errors are problems.
         .layer(ProblemLayer)
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes as usize))
-        .layer(RequestTimeoutLayer {
-            timeout: config.request_timeout,
+        // The request timeout: a slower request is answered 503 (a problem with `Retry-After`, written
+        // by the problem layer). tokio's `timeout` polls the request before its timer, so a request
+        // that completes at once (a cached read) never arms one; tower-http's layer polls the timer
+        // first and woke the I/O driver with a system call on every request.
+        .map_future(move |response| async move {
+            tokio::time::timeout(request_timeout, response)
+                .await
+                .unwrap_or_else(|_elapsed| Ok(StatusCode::SERVICE_UNAVAILABLE.into_response()))
         })
         .layer(DefaultBodyLimit::max(config.max_body_bytes as usize));
     let router = router.layer(inner);

@@ -71,7 +71,7 @@ pub struct MessageCount {
 
 /// The message resource as JSON with its `ETag`. The JSON is rendered once per message revision and kept
 /// with the cached message.
-fn with_etag(status: StatusCode, message: &SharedMessage) -> Response {
+fn with_etag(status: StatusCode, message: &SharedMessage, etag: &str) -> Response {
     let json = message.rendered(|m| {
         serde_json::to_vec(&MessageResource::from(m))
             .unwrap_or_default()
@@ -86,7 +86,7 @@ fn with_etag(status: StatusCode, message: &SharedMessage) -> Response {
         json,
     )
         .into_response();
-    if let Ok(etag) = HeaderValue::from_str(&message.revision.etag()) {
+    if let Ok(etag) = HeaderValue::from_str(etag) {
         response.headers_mut().insert(header::ETAG, etag);
     }
     response
@@ -118,7 +118,7 @@ pub async fn create_message(
     let ttl = parse_ttl(input.ttl_seconds)?;
     let outcome = state.messages.create(body, ttl, key).await?;
     let message = outcome.message();
-    let mut response = with_etag(StatusCode::CREATED, message);
+    let mut response = with_etag(StatusCode::CREATED, message, &message.revision.etag());
     let headers = response.headers_mut();
     if let Ok(location) = HeaderValue::from_str(&format!("/messages/{}", message.id)) {
         headers.insert(header::LOCATION, location);
@@ -178,7 +178,7 @@ pub async fn get_message(
         }
         return Ok(response);
     }
-    Ok(with_etag(StatusCode::OK, &message))
+    Ok(with_etag(StatusCode::OK, &message, &etag))
 }
 
 /// Replace a message's text and time-to-live.
@@ -207,7 +207,11 @@ pub async fn update_message(
 ) -> ApiResult<Response> {
     let update = parse_update(&state, id, &headers, input.message, input.ttl_seconds)?;
     let message = state.messages.update(update).await?;
-    Ok(with_etag(StatusCode::OK, &message))
+    Ok(with_etag(
+        StatusCode::OK,
+        &message,
+        &message.revision.etag(),
+    ))
 }
 
 /// Build an update from its HTTP parts (shared with `/paste`).

@@ -78,7 +78,7 @@ pub async fn create_paste(
     let body = state.parse_body(&input.content)?;
     let ttl = parse_ttl(input.timetolive)?;
     let outcome = state.messages.create(body, ttl, key).await?;
-    Ok(Json(Paste::from(&***outcome.message())))
+    Ok(Json(Paste::from(&**outcome.message())))
 }
 
 /// Read a paste.
