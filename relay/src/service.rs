@@ -28,7 +28,15 @@ use crate::telemetry::events::{CacheLookup, Event, MessageEvent};
 #[derive(Debug)]
 pub struct SharedMessage {
     message: Message,
-    rendered: OnceLock<Bytes>,
+    rendered: OnceLock<Rendered>,
+}
+
+/// A message revision as the HTTP layer sends it: the JSON body and the `ETag`, both shared, so a read
+/// of a cached message copies and allocates neither.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub json: Bytes,
+    pub etag: Bytes,
 }
 
 impl SharedMessage {
@@ -40,8 +48,8 @@ impl SharedMessage {
     }
 
     /// The representation `render` makes of this message, made at most once.
-    pub fn rendered(&self, render: impl FnOnce(&Message) -> Bytes) -> Bytes {
-        self.rendered.get_or_init(|| render(&self.message)).clone()
+    pub fn rendered(&self, render: impl FnOnce(&Message) -> Rendered) -> &Rendered {
+        self.rendered.get_or_init(|| render(&self.message))
     }
 }
 

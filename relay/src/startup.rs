@@ -1,24 +1,22 @@
 //! Build the application from a `Config`: open the store, assemble the one Router (routes, state, and
 //! every layer, applied once), start the background tasks, and serve until a shutdown signal.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::IncomingStream;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tower::ServiceBuilder;
-use tower::util::MapRequestLayer;
+use tower::util::{Either, MapResponse};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::set_header::SetResponseHeaderLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -27,8 +25,7 @@ use crate::domain::now;
 use crate::http::error::{ApiError, ProblemLayer};
 use crate::http::extract::truncate;
 use crate::http::layers::{
-    CompressLayer, MakeRequestUuidV7, ObserveLayer, RateLimit, drop_malformed_request_id,
-    rate_limit,
+    Compress, CompressLayer, ObserveLayer, RateLimit, RequestIdLayer, RequestIds, rate_limit,
 };
 use crate::http::openapi::ApiDoc;
 use crate::http::{AppState, Context, app_log, assets, health, messages, paste, saved};
@@ -48,9 +45,15 @@ const SWEEP_BATCH: usize = 1000;
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
-/// A built application: its router, its store, and its background tasks.
+/// The whole application as one service: the router, each route inside the per-route layers, inside the
+/// layers every response passes through.
+pub type AppService = RequestIds<Compress<MapResponse<Router, fn(Response) -> Response>>>;
+
+/// A built application: its service, its store, and its background tasks.
 pub struct App {
-    pub router: Router,
+    pub service: AppService,
+    /// Whether requests need the peer's address (`ConnectInfo`): only for rate limiting.
+    peer_addresses: bool,
     pub store: DynStore,
     pub openapi: utoipa::openapi::OpenApi,
     background: Vec<JoinHandle<()>>,
@@ -119,27 +122,17 @@ pub fn build(config: &Config, store: DynStore) -> App {
             }),
         )
         .fallback(route_not_found);
-    // Each `Router::layer` call boxes every route once more, and each box costs an allocation and a
-    // clone per request, so the layers are applied in three stacks, not one call per layer. Listed
-    // outermost first.
+    // Two stacks, listed outermost first. `Router::layer` wraps every route in one more box, and each box
+    // costs an allocation and a clone per request, so only what needs the matched route (the request
+    // span and its event) or must be observed by it (problems, limits, the timeout, CORS) is applied per
+    // route, in one call; the rest wraps the router once, unboxed.
     let request_timeout = config.request_timeout;
-    let inner = ServiceBuilder::new()
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CSP),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_FRAME_OPTIONS,
-            HeaderValue::from_static("DENY"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        ))
+    let per_route = ServiceBuilder::new()
+        // The request span and the response event, around everything that can answer.
+        .layer(ObserveLayer {
+            enabled: !config.no_telemetry,
+        })
+        .option_layer(cors(&config.cors_origins))
         // Everything inside this point may answer with a bare error; from here out, errors are problems.
         .layer(ProblemLayer)
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes as usize))
@@ -153,32 +146,51 @@ pub fn build(config: &Config, store: DynStore) -> App {
                 .unwrap_or_else(|_elapsed| Ok(StatusCode::SERVICE_UNAVAILABLE.into_response()))
         })
         .layer(DefaultBodyLimit::max(config.max_body_bytes as usize));
-    let router = router.layer(inner);
-    // CORS only when origins are configured (a layer of its own: an optional layer would change the
-    // stack's error type).
-    let router = match cors(&config.cors_origins) {
-        Some(cors) => router.layer(cors),
-        None => router,
-    };
-    let outer = ServiceBuilder::new()
-        .layer(MapRequestLayer::new(drop_malformed_request_id))
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuidV7))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        // The request span and the response event, inside the request id (which they log).
-        .layer(ObserveLayer {
-            enabled: !config.no_telemetry,
-        })
+    let router = router.layer(per_route).with_state(state);
+    let service = ServiceBuilder::new()
+        // The request id first: the span, the problem writer and the handlers read it.
+        .layer(RequestIdLayer)
         // Compression outside the problem writer, so it compresses the final body.
-        .layer(CompressLayer);
-    let router = router.layer(outer).with_state(state);
+        .layer(CompressLayer)
+        .map_response(security_headers as fn(Response) -> Response)
+        .service(router);
 
     background.push(spawn_sweeper(store.clone(), config.sweep_interval));
     App {
-        router,
+        service,
+        // Only the rate limiter reads the peer address, and adding it costs allocations per request.
+        peer_addresses: config.rate_limit > 0,
         store,
         openapi,
         background,
     }
+}
+
+/// The security headers every response carries, unless a handler set its own.
+static SECURITY_HEADERS: [(HeaderName, HeaderValue); 4] = [
+    (
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    ),
+    (
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    ),
+    (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+    (
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    ),
+];
+
+fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in &SECURITY_HEADERS {
+        if !headers.contains_key(name) {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+    response
 }
 
 async fn route_not_found(request: Request) -> Response {
@@ -254,12 +266,20 @@ impl App {
         });
         let mut graceful = stop_rx.clone();
         let mut deadline = stop_rx;
-        let server = axum::serve(
-            listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+        let service = self.service;
+        let peer_addresses = self.peer_addresses;
+        let per_connection = tower::service_fn(move |stream: IncomingStream<'_, TcpListener>| {
+            let service = if peer_addresses {
+                Either::Left(tower::Layer::layer(
+                    &axum::Extension(ConnectInfo(*stream.remote_addr())),
+                    service.clone(),
+                ))
+            } else {
+                Either::Right(service.clone())
+            };
+            std::future::ready(Ok::<_, std::convert::Infallible>(service))
+        });
+        let server = axum::serve(listener, per_connection).with_graceful_shutdown(async move {
             let _ = graceful.wait_for(|stop| *stop).await;
             tracing::info!(message = "Shutting down: draining in-flight requests.");
         });

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -109,12 +109,6 @@ impl From<JsonRejection> for ApiError {
             }
             other => Self::InvalidBody(other.body_text()),
         }
-    }
-}
-
-impl From<PathRejection> for ApiError {
-    fn from(rejection: PathRejection) -> Self {
-        Self::MalformedId(rejection.body_text())
     }
 }
 
@@ -235,8 +229,9 @@ impl IntoResponse for ApiError {
 #[derive(Debug, Clone)]
 pub struct InternalError(pub String);
 
-/// The request id header, set on every request before any handler runs.
-pub const REQUEST_ID: &str = "x-request-id";
+/// The request id header, set on every request before any handler runs. A `HeaderName`, not a `&str`:
+/// inserting by a string name allocates the name on every call.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Write the body of every error response as problem+json with the request id. Everything inside this
 /// layer may answer with a bare error status; everything outside sees problems only.

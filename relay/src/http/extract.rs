@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, RawPathParams};
 use axum::http::request::Parts;
 
 use super::error::ApiError;
@@ -21,9 +21,13 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Path(raw) = Path::<String>::from_request_parts(parts, state).await?;
+        // The raw (percent-decoded) parameter, borrowed: no `String` per request.
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| ApiError::MalformedId(rejection.body_text()))?;
+        let raw = params.iter().next().map_or("", |(_, value)| value);
         raw.parse().map(IdPath).map_err(|e| {
-            ApiError::MalformedId(format!("`{}` is not a message id: {e}", truncate(&raw, 64)))
+            ApiError::MalformedId(format!("`{}` is not a message id: {e}", truncate(raw, 64)))
         })
     }
 }

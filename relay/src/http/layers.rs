@@ -11,7 +11,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use tower_http::request_id::{MakeRequestId, RequestId};
 
 use super::error::{ApiError, REQUEST_ID};
 use super::extract::ClientIp;
@@ -30,28 +29,101 @@ pub fn is_valid_request_id(value: &[u8]) -> bool {
         })
 }
 
-/// Drop an incoming `x-request-id` that is not well-formed, so `SetRequestIdLayer` generates one.
-pub fn drop_malformed_request_id(mut request: Request) -> Request {
-    let valid = request
-        .headers()
-        .get(REQUEST_ID)
-        .is_none_or(|v| is_valid_request_id(v.as_bytes()));
-    if !valid {
-        request.headers_mut().remove(REQUEST_ID);
+/// Every request gets an `x-request-id` (the incoming one when well-formed, else a new one) before
+/// anything else runs, and every response carries it back. One hand-written layer rather than
+/// tower-http's set + propagate pair: those format the id into a `String`, copy it again into the header,
+/// and store it in the request's and the response's extensions, six allocations per request that nothing
+/// here reads (the span, the problem writer and the handlers read the header).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestIdLayer;
+
+impl<S> tower::Layer<S> for RequestIdLayer {
+    type Service = RequestIds<S>;
+
+    fn layer(&self, inner: S) -> RequestIds<S> {
+        RequestIds { inner }
     }
-    request
 }
 
-/// Request ids for requests that came without a usable one: in Lambda, API Gateway's request id (the id
-/// in its access logs), else the Lambda invocation's; elsewhere a fresh UUID v7, which sorts by time.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct MakeRequestUuidV7;
+#[derive(Debug, Clone)]
+pub struct RequestIds<S> {
+    inner: S,
+}
 
-impl MakeRequestId for MakeRequestUuidV7 {
-    fn make_request_id<B>(&mut self, request: &axum::http::Request<B>) -> Option<RequestId> {
-        let aws = aws_request_id(request).filter(|id| is_valid_request_id(id.as_bytes()));
-        let id = aws.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        HeaderValue::from_str(&id).ok().map(RequestId::new)
+impl<S, B, ResBody> tower::Service<axum::http::Request<B>> for RequestIds<S>
+where
+    S: tower::Service<axum::http::Request<B>, Response = axum::http::Response<ResBody>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = RequestIdFuture<S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: axum::http::Request<B>) -> Self::Future {
+        let incoming = request
+            .headers()
+            .get(REQUEST_ID)
+            .filter(|v| is_valid_request_id(v.as_bytes()))
+            .cloned();
+        let id = incoming.unwrap_or_else(|| {
+            let id = new_request_id(&request);
+            request.headers_mut().insert(REQUEST_ID, id.clone());
+            id
+        });
+        RequestIdFuture {
+            inner: self.inner.call(request),
+            id: Some(id),
+        }
+    }
+}
+
+/// A request id for a request that came without a usable one: in Lambda, API Gateway's request id (the
+/// id in its access logs), else the Lambda invocation's; elsewhere a fresh UUID v7, which sorts by time.
+fn new_request_id<B>(request: &axum::http::Request<B>) -> HeaderValue {
+    let aws = aws_request_id(request)
+        .filter(|id| is_valid_request_id(id.as_bytes()))
+        .and_then(|id| HeaderValue::from_str(&id).ok());
+    if let Some(value) = aws {
+        return value;
+    }
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    uuid::Uuid::now_v7().hyphenated().encode_lower(&mut text);
+    // One allocation, shared by the request's header, the response's and the log lines.
+    HeaderValue::from_maybe_shared(axum::body::Bytes::from_owner(text))
+        .unwrap_or_else(|_| HeaderValue::from_static("invalid-request-id"))
+}
+
+pin_project_lite::pin_project! {
+    /// The inner response future; the response gets the request's id unless it already has one.
+    pub struct RequestIdFuture<F> {
+        #[pin]
+        inner: F,
+        id: Option<HeaderValue>,
+    }
+}
+
+impl<F, ResBody, E> std::future::Future for RequestIdFuture<F>
+where
+    F: std::future::Future<Output = Result<axum::http::Response<ResBody>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let mut result = std::task::ready!(this.inner.poll(cx));
+        if let (Ok(response), Some(id)) = (&mut result, this.id.take()) {
+            response.headers_mut().entry(REQUEST_ID).or_insert(id);
+        }
+        std::task::Poll::Ready(result)
     }
 }
 

@@ -13,7 +13,7 @@ use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{AppJson, IdPath, IdempotencyKeyHeader, IfNoneMatch};
 use super::{AppState, parse_ttl, rfc3339};
 use crate::domain::{MAX_TTL_SECONDS, Message, MessageUpdate, Precondition};
-use crate::service::{CreateOutcome, SharedMessage};
+use crate::service::{CreateOutcome, Rendered, SharedMessage};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -69,28 +69,43 @@ pub struct MessageCount {
     pub count: u64,
 }
 
-/// The message resource as JSON with its `ETag`. The JSON is rendered once per message revision and kept
-/// with the cached message.
-fn with_etag(status: StatusCode, message: &SharedMessage, etag: &str) -> Response {
-    let json = message.rendered(|m| {
-        serde_json::to_vec(&MessageResource::from(m))
+/// A message revision as sent: its JSON and its `ETag`, rendered once per revision and kept with the
+/// cached message.
+fn rendered(message: &SharedMessage) -> &Rendered {
+    message.rendered(|m| Rendered {
+        json: serde_json::to_vec(&MessageResource::from(m))
             .unwrap_or_default()
-            .into()
-    });
-    let mut response = (
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        json,
-    )
-        .into_response();
-    if let Ok(etag) = HeaderValue::from_str(etag) {
-        response.headers_mut().insert(header::ETAG, etag);
+            .into(),
+        etag: m.revision.etag().into(),
+    })
+}
+
+/// The `ETag` header of a rendered revision (a quoted number: always a valid header value).
+fn etag_header(rendered: &Rendered) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(rendered.etag.clone()).ok()
+}
+
+/// The message resource as JSON with its `ETag`.
+fn with_etag(status: StatusCode, message: &SharedMessage) -> Response {
+    let rendered = rendered(message);
+    let mut response = Response::new(axum::body::Body::from(rendered.json.clone()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    // Room for what the layers add on the way out (length, request id, security headers), so the map
+    // is allocated once instead of growing.
+    headers.reserve(RESPONSE_HEADERS);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(etag) = etag_header(rendered) {
+        headers.insert(header::ETAG, etag);
     }
     response
 }
+
+/// How many headers a message response ends up with, about.
+const RESPONSE_HEADERS: usize = 12;
 
 /// Store a message.
 ///
@@ -118,7 +133,7 @@ pub async fn create_message(
     let ttl = parse_ttl(input.ttl_seconds)?;
     let outcome = state.messages.create(body, ttl, key).await?;
     let message = outcome.message();
-    let mut response = with_etag(StatusCode::CREATED, message, &message.revision.etag());
+    let mut response = with_etag(StatusCode::CREATED, message);
     let headers = response.headers_mut();
     if let Ok(location) = HeaderValue::from_str(&format!("/messages/{}", message.id)) {
         headers.insert(header::LOCATION, location);
@@ -162,23 +177,24 @@ pub async fn get_message(
     IfNoneMatch(if_none_match): IfNoneMatch,
 ) -> ApiResult<Response> {
     let message = state.messages.get(id).await?;
-    let etag = message.revision.etag();
+    let rendered = rendered(&message);
+    let etag = std::str::from_utf8(&rendered.etag).unwrap_or_default();
     let unchanged = if_none_match
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|tag| {
             let tag = tag.trim();
-            tag == "*" || tag == etag || tag.strip_prefix("W/") == Some(etag.as_str())
+            tag == "*" || tag == etag || tag.strip_prefix("W/") == Some(etag)
         });
     if unchanged {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
-        if let Ok(value) = HeaderValue::from_str(&etag) {
+        if let Some(value) = etag_header(rendered) {
             response.headers_mut().insert(header::ETAG, value);
         }
         return Ok(response);
     }
-    Ok(with_etag(StatusCode::OK, &message, &etag))
+    Ok(with_etag(StatusCode::OK, &message))
 }
 
 /// Replace a message's text and time-to-live.
@@ -207,11 +223,7 @@ pub async fn update_message(
 ) -> ApiResult<Response> {
     let update = parse_update(&state, id, &headers, input.message, input.ttl_seconds)?;
     let message = state.messages.update(update).await?;
-    Ok(with_etag(
-        StatusCode::OK,
-        &message,
-        &message.revision.etag(),
-    ))
+    Ok(with_etag(StatusCode::OK, &message))
 }
 
 /// Build an update from its HTTP parts (shared with `/paste`).
