@@ -15,8 +15,8 @@ use std::time::Duration;
 use axum::body::Bytes;
 use chrono::{DateTime, Utc};
 use moka::Expiry;
-use moka::future::Cache;
 use moka::ops::compute::Op;
+use moka::sync::Cache;
 
 use crate::domain::{IdempotencyKey, Message, MessageBody, MessageId, MessageUpdate, Ttl, now};
 use crate::http::error::{ApiError, ApiResult};
@@ -202,7 +202,7 @@ impl MessageCache {
         id: MessageId,
         now: DateTime<Utc>,
     ) -> Option<Option<Arc<SharedMessage>>> {
-        match self.entries.get(&id).await? {
+        match self.entries.get(&id)? {
             Cached::Present(m) if !m.is_expired_at(now) => Some(Some(m)),
             Cached::Present(_) | Cached::Deleted => Some(None),
         }
@@ -210,23 +210,17 @@ impl MessageCache {
 
     /// Cache `message` unless the cache knows a newer revision or a deletion.
     async fn offer(&self, message: Arc<SharedMessage>) {
-        self.entries
-            .entry(message.id)
-            .and_compute_with(|existing| {
-                let op = match existing.map(|e| e.into_value()) {
-                    Some(Cached::Deleted) => Op::Nop,
-                    Some(Cached::Present(current)) if current.revision >= message.revision => {
-                        Op::Nop
-                    }
-                    _ => Op::Put(Cached::Present(message)),
-                };
-                std::future::ready(op)
-            })
-            .await;
+        self.entries.entry(message.id).and_compute_with(|existing| {
+            match existing.map(|e| e.into_value()) {
+                Some(Cached::Deleted) => Op::Nop,
+                Some(Cached::Present(current)) if current.revision >= message.revision => Op::Nop,
+                _ => Op::Put(Cached::Present(message)),
+            }
+        });
     }
 
     async fn tombstone(&self, id: MessageId) {
-        self.entries.insert(id, Cached::Deleted).await;
+        self.entries.insert(id, Cached::Deleted);
     }
 }
 

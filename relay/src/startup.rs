@@ -186,9 +186,7 @@ static SECURITY_HEADERS: [(HeaderName, HeaderValue); 4] = [
 fn security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
     for (name, value) in &SECURITY_HEADERS {
-        if !headers.contains_key(name) {
-            headers.insert(name.clone(), value.clone());
-        }
+        headers.entry(name).or_insert_with(|| value.clone());
     }
     response
 }

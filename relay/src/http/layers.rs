@@ -211,7 +211,9 @@ where
                 span.in_scope(|| ColdStart.emit());
             }
         }
-        let inner = span.in_scope(|| self.inner.call(request));
+        // Not entered around `call`: nothing inside logs before its future is polled (handlers and
+        // middleware run in their futures), and entering costs two subscriber calls per request.
+        let inner = self.inner.call(request);
         ObserveFuture {
             inner,
             request: Some(Observed {

@@ -15,58 +15,127 @@ pub trait Event {
     fn emit(self);
 }
 
+/// Every value the method label takes.
+const METHODS: [&str; 8] = [
+    "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "OTHER",
+];
+
 /// The HTTP method as a bounded label value.
 pub fn method_label(method: &Method) -> &'static str {
-    match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        Method::PATCH => "PATCH",
-        _ => "OTHER",
-    }
+    METHODS[match *method {
+        Method::GET => 0,
+        Method::POST => 1,
+        Method::PUT => 2,
+        Method::DELETE => 3,
+        Method::HEAD => 4,
+        Method::OPTIONS => 5,
+        Method::PATCH => 6,
+        _ => 7,
+    }]
 }
+
+/// Every value the status class label takes.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// The status class as a bounded label value.
 pub fn status_class(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    }
+    STATUS_CLASSES[match status.as_u16() {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }]
 }
 
 /// The route label for a request no route matched.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
-/// The route label as a `&'static str`, so recording a metric allocates no string per request.
+/// A route label, interned, with the request-metric handles of each method on it.
+struct Route {
+    label: &'static str,
+    endpoints: handles::Endpoints,
+}
+
+/// Past this many distinct route templates (a bug upstream), the rest are labelled `other`.
+const MAX_ROUTES: usize = 256;
+
+/// The interned route for a route template, so recording a metric allocates no string per request.
 /// Route templates come from the router (a fixed set), so interning them leaks a bounded amount; past
 /// `MAX_ROUTES` distinct values (which would be a bug upstream) everything else is labelled `other`.
-fn route_label(route: &str) -> &'static str {
-    use std::collections::HashSet;
+fn route(template: &str) -> &'static Route {
+    type Routes = rustc_hash::FxHashMap<&'static str, &'static Route>;
+    // Each thread remembers the routes it has served, so a request takes no lock.
+    thread_local! {
+        static SEEN: std::cell::RefCell<Routes> = std::cell::RefCell::new(Routes::default());
+    }
+    let seen = SEEN.with(|seen| {
+        seen.try_borrow()
+            .ok()
+            .and_then(|m| m.get(template).copied())
+    });
+    if let Some(known) = seen {
+        return known;
+    }
+    let known = shared_route(template);
+    SEEN.with(|seen| {
+        if let Ok(mut m) = seen.try_borrow_mut() {
+            if m.len() < MAX_ROUTES {
+                m.insert(known.label, known);
+            }
+        }
+    });
+    known
+}
+
+/// The process-wide interning behind `route`.
+fn shared_route(template: &str) -> &'static Route {
     use std::sync::{OnceLock, RwLock};
-    const MAX_ROUTES: usize = 256;
-    static ROUTES: OnceLock<RwLock<HashSet<&'static str>>> = OnceLock::new();
-    let routes = ROUTES.get_or_init(|| RwLock::new(HashSet::from([UNMATCHED_ROUTE])));
-    if let Some(known) = routes.read().ok().and_then(|set| set.get(route).copied()) {
+    type Routes = rustc_hash::FxHashMap<&'static str, &'static Route>;
+    static ROUTES: OnceLock<RwLock<Routes>> = OnceLock::new();
+    static OTHER: OnceLock<Route> = OnceLock::new();
+    let intern = |label: &'static str| -> &'static Route {
+        Box::leak(Box::new(Route {
+            label,
+            endpoints: Default::default(),
+        }))
+    };
+    let other = || {
+        OTHER.get_or_init(|| Route {
+            label: "other",
+            endpoints: Default::default(),
+        })
+    };
+    let routes = ROUTES.get_or_init(|| {
+        RwLock::new(Routes::from_iter([(
+            UNMATCHED_ROUTE,
+            intern(UNMATCHED_ROUTE),
+        )]))
+    });
+    if let Some(known) = routes
+        .read()
+        .ok()
+        .and_then(|set| set.get(template).copied())
+    {
         return known;
     }
     let Ok(mut set) = routes.write() else {
-        return "other";
+        return other();
     };
-    if let Some(known) = set.get(route) {
+    if let Some(known) = set.get(template) {
         return known;
     }
     if set.len() >= MAX_ROUTES {
-        return "other";
+        return other();
     }
-    let leaked: &'static str = Box::leak(route.to_owned().into_boxed_str());
-    set.insert(leaked);
-    leaked
+    let label: &'static str = Box::leak(template.to_owned().into_boxed_str());
+    let interned = intern(label);
+    set.insert(label, interned);
+    interned
+}
+
+fn route_label(template: &str) -> &'static str {
+    route(template).label
 }
 
 /// A response was sent. `route` is the matched route template (bounded by the router), never a raw path.
@@ -86,11 +155,7 @@ impl Event for HttpResponseSent<'_> {
         } else {
             tracing::info!(message = "Request finished.", status, latency_ms);
         }
-        let route = route_label(self.route);
-        let class = status_class(self.status);
-        handles::counter(Metric::HttpRequestsTotal, [route, self.method, class]).increment(1);
-        handles::histogram(Metric::HttpRequestDurationSeconds, [route, self.method, ""])
-            .record(self.latency.as_secs_f64());
+        handles::record_request(self.route, self.method, self.status, self.latency);
     }
 }
 
@@ -206,7 +271,7 @@ impl Event for MessageEvent {
             ),
         };
         tracing::debug!(message);
-        handles::counter(metric, ["", "", ""]).increment(1);
+        handles::increment(metric);
     }
 }
 
@@ -254,7 +319,7 @@ impl Event for CacheLookup {
             Self::Miss => (Metric::CacheMissesTotal, "miss"),
         };
         tracing::trace!(message = "Cache lookup.", outcome);
-        handles::counter(metric, ["", "", ""]).increment(1);
+        handles::increment(metric);
     }
 }
 
@@ -410,5 +475,58 @@ mod handles {
         cached(&CACHE, key(metric, values), || {
             metrics::histogram!(metric.as_str(), labels(metric, values))
         })
+    }
+
+    /// Add one to an unlabelled counter, whose handle is taken once.
+    pub fn increment(metric: Metric) {
+        static UNLABELLED: [OnceLock<Counter>; Metric::ALL.len()] =
+            [const { OnceLock::new() }; Metric::ALL.len()];
+        match UNLABELLED.get(metric as usize) {
+            Some(slot) if crate::telemetry::exporter_installed() => slot
+                .get_or_init(|| metrics::counter!(metric.as_str()))
+                .increment(1),
+            _ => metrics::counter!(metric.as_str()).increment(1),
+        }
+    }
+
+    /// The request metrics of one route and method, resolved on its first request: later requests
+    /// find them with one lookup of the route and update them without building labels.
+    pub struct Endpoint {
+        /// `relay_http_requests_total` by status class, each taken on first use (so a route shows no
+        /// `5xx` series until it has failed).
+        requests: [OnceLock<Counter>; super::STATUS_CLASSES.len()],
+        duration: Histogram,
+    }
+
+    /// One slot per method label.
+    pub type Endpoints = [OnceLock<Endpoint>; super::METHODS.len()];
+
+    /// Count a finished request and record its duration.
+    pub fn record_request(
+        route: &str,
+        method: &'static str,
+        status: axum::http::StatusCode,
+        latency: std::time::Duration,
+    ) {
+        if !crate::telemetry::exporter_installed() {
+            return;
+        }
+        let class = super::status_class(status);
+        let (Some(method_slot), Some(class_slot)) = (
+            super::METHODS.iter().position(|m| *m == method),
+            super::STATUS_CLASSES.iter().position(|c| *c == class),
+        ) else {
+            return;
+        };
+        let route = super::route(route);
+        let label = route.label;
+        let endpoint = route.endpoints[method_slot].get_or_init(|| Endpoint {
+            requests: Default::default(),
+            duration: histogram(Metric::HttpRequestDurationSeconds, [label, method, ""]),
+        });
+        endpoint.requests[class_slot]
+            .get_or_init(|| counter(Metric::HttpRequestsTotal, [label, method, class]))
+            .increment(1);
+        endpoint.duration.record(latency.as_secs_f64());
     }
 }

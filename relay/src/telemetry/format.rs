@@ -56,24 +56,26 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         // Written straight into one buffer: this runs for every request, so no intermediate map and no
-        // re-parsing of span fields (they are already JSON objects; their members are spliced in). The
-        // buffer is reused per thread (a fresh one only if formatting ever re-enters itself).
-        thread_local! {
-            static LINE: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(512));
-        }
-        LINE.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut line) => {
-                line.clear();
-                self.write_line(ctx, event, &mut line);
-                writer.write_str(std::str::from_utf8(&line).map_err(|_| fmt::Error)?)
-            }
-            Err(_) => {
-                let mut line = Vec::with_capacity(512);
-                self.write_line(ctx, event, &mut line);
-                writer.write_str(std::str::from_utf8(&line).map_err(|_| fmt::Error)?)
-            }
+        // re-parsing of span fields (they are already JSON objects; their members are spliced in).
+        with_scratch(|line| {
+            self.write_line(ctx, event, line);
+            writer.write_str(std::str::from_utf8(line).map_err(|_| fmt::Error)?)
         })
     }
+}
+
+/// Run `f` on this thread's scratch buffer, emptied (a fresh one if formatting ever re-enters itself).
+fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(512));
+    }
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buffer) => {
+            buffer.clear();
+            f(&mut buffer)
+        }
+        Err(_) => f(&mut Vec::with_capacity(512)),
+    })
 }
 
 impl JsonLines {
@@ -85,13 +87,12 @@ impl JsonLines {
         let meta = event.metadata();
         line.push(b'{');
         line.extend_from_slice(b"\"timestamp\":\"");
-        let now = humantime::format_rfc3339_micros(std::time::SystemTime::now());
-        let _ = std::io::Write::write_fmt(line, format_args!("{now}"));
+        push_timestamp(line, std::time::SystemTime::now());
         line.push(b'"');
         push_key(line, "level");
-        push_json(line, meta.level().as_str());
+        push_str(line, meta.level().as_str());
         push_key(line, "target");
-        push_json(line, meta.target());
+        push_str(line, meta.target());
         line.extend_from_slice(self.identity.as_bytes());
         if let Some(scope) = ctx.event_scope() {
             for span in scope.from_root() {
@@ -119,9 +120,10 @@ impl<'writer> FormatFields<'writer> for JsonMembers {
         mut writer: Writer<'writer>,
         fields: R,
     ) -> fmt::Result {
-        let mut members = Vec::with_capacity(128);
-        fields.record(&mut FieldsVisitor(&mut members));
-        writer.write_str(std::str::from_utf8(&members).map_err(|_| fmt::Error)?)
+        with_scratch(|members| {
+            fields.record(&mut FieldsVisitor(members));
+            writer.write_str(std::str::from_utf8(members).map_err(|_| fmt::Error)?)
+        })
     }
 
     fn add_fields(
@@ -129,20 +131,74 @@ impl<'writer> FormatFields<'writer> for JsonMembers {
         current: &'writer mut FormattedFields<Self>,
         fields: &tracing::span::Record<'_>,
     ) -> fmt::Result {
-        let mut members = Vec::with_capacity(64);
-        fields.record(&mut FieldsVisitor(&mut members));
-        current
-            .fields
-            .push_str(std::str::from_utf8(&members).map_err(|_| fmt::Error)?);
-        Ok(())
+        with_scratch(|members| {
+            fields.record(&mut FieldsVisitor(members));
+            current
+                .fields
+                .push_str(std::str::from_utf8(members).map_err(|_| fmt::Error)?);
+            Ok(())
+        })
     }
 }
 
 /// `,"key":` (every key follows at least the timestamp, so always with its comma).
 fn push_key(line: &mut Vec<u8>, key: &str) {
     line.push(b',');
-    push_json(line, key);
+    push_str(line, key);
     line.push(b':');
+}
+
+/// A JSON string. Most values (ids, routes, targets, messages) need no escaping: those are copied as
+/// they are; anything else goes through serde_json's escaper, so the output is the same either way.
+fn push_str(line: &mut Vec<u8>, value: &str) {
+    // A fold, not `all`: without the early exit the check compiles to vector instructions.
+    let needs_escape = value.bytes().fold(false, |any, b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if !needs_escape {
+        line.push(b'"');
+        line.extend_from_slice(value.as_bytes());
+        line.push(b'"');
+    } else {
+        push_json(line, value);
+    }
+}
+
+/// An RFC 3339 UTC timestamp with microseconds (`2026-01-02T03:04:05.678901Z`). The date and time of
+/// day are formatted once per second per thread; each line adds only its microseconds.
+fn push_timestamp(line: &mut Vec<u8>, now: std::time::SystemTime) {
+    use std::cell::Cell;
+    const PREFIX: usize = "2026-01-02T03:04:05".len();
+    thread_local! {
+        static SECOND: Cell<(u64, [u8; PREFIX])> = const { Cell::new((u64::MAX, [0; PREFIX])) };
+    }
+    let Ok(since_epoch) = now.duration_since(std::time::UNIX_EPOCH) else {
+        line.extend_from_slice(humantime::format_rfc3339_micros(now).to_string().as_bytes());
+        return;
+    };
+    let second = since_epoch.as_secs();
+    let (cached, mut prefix) = SECOND.get();
+    if cached != second {
+        let text = humantime::format_rfc3339_seconds(now).to_string();
+        match text.as_bytes().get(..PREFIX) {
+            Some(date_time) => prefix.copy_from_slice(date_time),
+            None => {
+                line.extend_from_slice(
+                    humantime::format_rfc3339_micros(now).to_string().as_bytes(),
+                );
+                return;
+            }
+        }
+        SECOND.set((second, prefix));
+    }
+    line.extend_from_slice(&prefix);
+    let mut fraction = *b".000000Z";
+    let mut micros = since_epoch.subsec_micros();
+    for digit in fraction[1..7].iter_mut().rev() {
+        *digit = b'0' + (micros % 10) as u8;
+        micros /= 10;
+    }
+    line.extend_from_slice(&fraction);
 }
 
 fn push_json<T: serde::Serialize + ?Sized>(line: &mut Vec<u8>, value: &T) {
@@ -181,7 +237,7 @@ impl Visit for FieldsVisitor<'_> {
 
     fn record_str(&mut self, field: &Field, value: &str) {
         push_key(self.0, field.name());
-        push_json(self.0, value);
+        push_str(self.0, value);
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
@@ -192,5 +248,70 @@ impl Visit for FieldsVisitor<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         push_key(self.0, field.name());
         push_json(self.0, &format!("{value:?}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use super::*;
+
+    #[test]
+    fn strings_are_written_exactly_as_serde_json_writes_them() {
+        for value in [
+            "",
+            "plain ASCII",
+            "/messages/{id}",
+            "quote \" and backslash \\",
+            "control \n \t \u{1} \u{1f} \u{7f}",
+            "non-ASCII: é ✓ 😀",
+        ] {
+            let mut fast = Vec::new();
+            push_str(&mut fast, value);
+            assert_eq!(
+                String::from_utf8(fast).unwrap(),
+                serde_json::to_string(value).unwrap(),
+                "{value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn timestamps_match_rfc3339_with_microseconds_within_and_across_seconds() {
+        let base = UNIX_EPOCH + Duration::from_secs(1_790_000_000);
+        for offset_micros in [
+            0,
+            1,
+            999_999,
+            1_000_000,
+            1_000_001,
+            59_123_456,
+            86_400_000_007,
+        ] {
+            let at = base + Duration::from_micros(offset_micros);
+            let mut line = Vec::new();
+            push_timestamp(&mut line, at);
+            assert_eq!(
+                String::from_utf8(line).unwrap(),
+                humantime::format_rfc3339_micros(at).to_string()
+            );
+        }
+        // The same second again, after another one: the cached prefix must have moved on.
+        let mut again = Vec::new();
+        push_timestamp(&mut again, base + Duration::from_micros(5));
+        assert_eq!(
+            String::from_utf8(again).unwrap(),
+            humantime::format_rfc3339_micros(base + Duration::from_micros(5)).to_string()
+        );
+        let now = SystemTime::now();
+        let mut current = Vec::new();
+        push_timestamp(&mut current, now);
+        assert_eq!(
+            String::from_utf8(current).unwrap(),
+            humantime::format_rfc3339_micros(now).to_string()
+        );
     }
 }

@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::writer::{EitherWriter, MakeWriter};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogFormat;
 use names::{Kind, Metric};
@@ -49,7 +52,7 @@ pub struct LogGuard {
 
 /// Install the global log subscriber. Filters come from `RUST_LOG` (default `info`). Call once.
 pub fn init_logging(format: LogFormat, env: &str, runtime: Runtime) -> LogGuard {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (targets, env_filter) = filters(std::env::var("RUST_LOG").ok().as_deref());
     // Servers: lines go into a shared buffer written out by a ticker thread (see `paced`): lossless,
     // one write per interval under load, each line out within the interval when idle. Lambda: straight
     // to stdout, so lines are written before the invocation returns (the sandbox freezes after it).
@@ -62,27 +65,54 @@ pub fn init_logging(format: LogFormat, env: &str, runtime: Runtime) -> LogGuard 
         // Lambda, or no thread could be started for the ticker: each line straight to stdout.
         None => (LogWriter::Stdout, None),
     };
+    let filtered = tracing_subscriber::registry()
+        .with(targets)
+        .with(env_filter);
     let result = match format {
-        LogFormat::Json => tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(writer)
-            .fmt_fields(format::JsonMembers)
-            .event_format(format::JsonLines::new(format::Identity {
-                service: SERVICE,
-                version: VERSION,
-                env: env.to_owned(),
-            }))
+        LogFormat::Json => filtered
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(writer)
+                    .fmt_fields(format::JsonMembers)
+                    .event_format(format::JsonLines::new(format::Identity {
+                        service: SERVICE,
+                        version: VERSION,
+                        env: env.to_owned(),
+                    })),
+            )
             .try_init(),
-        LogFormat::Pretty => tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(writer)
-            .pretty()
+        LogFormat::Pretty => filtered
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .pretty()
+                    .with_writer(writer),
+            )
             .try_init(),
     };
     if let Err(error) = result {
         eprintln!("logging was already initialised: {error}");
     }
     LogGuard { _flusher: flusher }
+}
+
+/// The log filter for `RUST_LOG` (default `info`; an invalid value also means `info`). A list of
+/// `target=level` directives, the usual case, filters with `Targets`, which decides once per call site;
+/// `EnvFilter`, needed only for span and field directives, also takes a lock on every span enter, exit
+/// and close, on every request.
+fn filters(directives: Option<&str>) -> (Option<Targets>, Option<EnvFilter>) {
+    let directives = directives
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .unwrap_or("info");
+    // `Targets` would read `relay[request]=debug` as a target named `relay[request]`.
+    let span_or_field = directives.contains(['[', '{']);
+    match directives.parse::<Targets>() {
+        Ok(targets) if !span_or_field => (Some(targets), None),
+        _ => (
+            None,
+            Some(EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info"))),
+        ),
+    }
 }
 
 /// Where log lines go: the paced buffer (servers) or stdout directly (Lambda). Chosen once at start,
@@ -195,4 +225,46 @@ pub fn cold_start() -> Option<bool> {
     ON_LAMBDA
         .load(Ordering::Relaxed)
         .then(|| COLD.swap(false, Ordering::Relaxed))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used)]
+
+    use tracing::Level;
+    use tracing::level_filters::LevelFilter;
+    use tracing_subscriber::layer::Filter;
+
+    use super::*;
+
+    #[test]
+    fn target_level_lists_filter_with_targets_and_span_directives_with_env_filter() {
+        let (targets, env) = filters(None);
+        let targets = targets.expect("the default is a plain level");
+        assert!(env.is_none());
+        assert!(targets.would_enable("relay::http", &Level::INFO));
+        assert!(!targets.would_enable("relay::http", &Level::DEBUG));
+
+        let (targets, _) = filters(Some("warn,relay::store=debug"));
+        let targets = targets.expect("target=level directives");
+        assert!(targets.would_enable("relay::store::sqlite", &Level::DEBUG));
+        assert!(!targets.would_enable("relay::http", &Level::INFO));
+        assert!(targets.would_enable("relay::http", &Level::WARN));
+
+        let (targets, env) = filters(Some("relay[request]=debug"));
+        assert!(targets.is_none(), "span directives need EnvFilter");
+        let env = env.expect("span directives");
+        assert_eq!(
+            Filter::<tracing_subscriber::Registry>::max_level_hint(&env),
+            Some(LevelFilter::DEBUG)
+        );
+
+        let (targets, env) = filters(Some("relay=loud"));
+        assert!(targets.is_none());
+        let env = env.expect("an invalid value falls back to EnvFilter at info");
+        assert_eq!(
+            Filter::<tracing_subscriber::Registry>::max_level_hint(&env),
+            Some(LevelFilter::INFO)
+        );
+    }
 }

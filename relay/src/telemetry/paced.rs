@@ -1,6 +1,6 @@
 //! The log sink of a server: request threads append each line to a shared in-memory buffer; a writer
-//! thread swaps the buffer out and writes it to stdout every `interval`, or as soon as it holds 64 KiB.
-//! So a busy relay makes one `write` per 64 KiB of lines, an idle one shows each line within
+//! thread swaps the buffer out and writes it to stdout every `interval`, or as soon as it holds 512 KiB.
+//! So a busy relay makes one `write` per 512 KiB of lines, an idle one shows each line within
 //! `interval`, and no request thread waits on stdout unless the writer falls 4 MiB behind (then the
 //! request waits: lines are never dropped).
 //!
@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 /// How long a line may wait in the buffer.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
-/// Write out as soon as this much is buffered.
-const HIGH_WATER: usize = 64 * 1024;
+/// Write out as soon as this much is buffered. Large enough that a busy relay wakes the writer a few
+/// dozen times a second, not hundreds (each wake is a context switch on the request threads' cores).
+const HIGH_WATER: usize = 512 * 1024;
 /// Past this, request threads wait for the writer (backpressure rather than loss or unbounded memory).
 const CAPACITY: usize = 4 * 1024 * 1024;
 
@@ -58,7 +59,7 @@ pub fn paced<W: Write + Send + 'static>(
     interval: Duration,
 ) -> io::Result<(PacedWriter, PacedFlusher)> {
     let shared = Arc::new(Shared {
-        buffer: Mutex::new(Vec::with_capacity(HIGH_WATER * 2)),
+        buffer: Mutex::new(Vec::with_capacity(HIGH_WATER)),
         filled: Condvar::new(),
         drained: Condvar::new(),
         closed: AtomicBool::new(false),
@@ -67,7 +68,7 @@ pub fn paced<W: Write + Send + 'static>(
     let writer = std::thread::Builder::new()
         .name("log-writer".into())
         .spawn(move || {
-            let mut spare = Vec::with_capacity(HIGH_WATER * 2);
+            let mut spare = Vec::with_capacity(HIGH_WATER);
             loop {
                 let closed = {
                     let mut buffer = lock(&writing.buffer);
