@@ -6,12 +6,13 @@
 //! Must never: drop a field silently, or emit anything but exactly one line per event.
 
 use std::fmt;
+use std::io::Write;
 
 use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Subscriber};
-use tracing_subscriber::field::RecordFields;
-use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
 /// Fields every line carries.
@@ -22,13 +23,17 @@ pub struct Identity {
     pub env: String,
 }
 
-pub struct JsonLines {
-    /// `"service":…,"version":…,"env":…`, serialized once.
-    identity: String,
+/// The layer that writes every event as one JSON line to `writer`. A layer of its own rather than a
+/// format for tracing-subscriber's fmt layer: a line is built once in a per-thread buffer and handed to
+/// the writer as it is, without the fmt layer's second copy into a `String` and its UTF-8 re-check.
+pub struct JsonLayer<W> {
+    /// `,"service":…,"version":…,"env":…`, serialized once.
+    identity: Vec<u8>,
+    writer: W,
 }
 
-impl JsonLines {
-    pub fn new(identity: Identity) -> Self {
+impl<W> JsonLayer<W> {
+    pub fn new(identity: Identity, writer: W) -> Self {
         let mut fixed = Vec::new();
         for (key, value) in [
             ("service", identity.service),
@@ -39,32 +44,55 @@ impl JsonLines {
             push_json(&mut fixed, value);
         }
         Self {
-            identity: String::from_utf8(fixed).unwrap_or_default(),
+            identity: fixed,
+            writer,
         }
     }
 }
 
-impl<S, N> FormatEvent<S, N> for JsonLines
+/// A span's fields as JSON object members, each with its leading comma (`,"request_id":"…"`), formatted
+/// once when the span is created or recorded and spliced into every line logged inside it.
+struct SpanMembers(Vec<u8>);
+
+impl<S, W> Layer<S> for JsonLayer<W>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    W: for<'w> MakeWriter<'w> + 'static,
 {
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        let mut members = Vec::with_capacity(128);
+        attrs.record(&mut FieldsVisitor(&mut members));
+        span.extensions_mut().insert(SpanMembers(members));
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        let mut extensions = span.extensions_mut();
+        if let Some(SpanMembers(members)) = extensions.get_mut::<SpanMembers>() {
+            values.record(&mut FieldsVisitor(members));
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         // Written straight into one buffer: this runs for every request, so no intermediate map and no
-        // re-parsing of span fields (they are already JSON objects; their members are spliced in).
+        // re-parsing of span fields (they are already JSON members; they are spliced in).
         with_scratch(|line| {
-            self.write_line(ctx, event, line);
-            writer.write_str(std::str::from_utf8(line).map_err(|_| fmt::Error)?)
-        })
+            self.write_line(&ctx, event, line);
+            // Nowhere to report a failed log write; the relay goes on.
+            let _ = self
+                .writer
+                .make_writer_for(event.metadata())
+                .write_all(line);
+        });
     }
 }
 
-/// Run `f` on this thread's scratch buffer, emptied (a fresh one if formatting ever re-enters itself).
+/// Run `f` on this thread's scratch buffer, emptied (a fresh one if logging ever re-enters itself).
 fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
     thread_local! {
         static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(512));
@@ -78,11 +106,10 @@ fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
     })
 }
 
-impl JsonLines {
-    fn write_line<S, N>(&self, ctx: &FmtContext<'_, S, N>, event: &Event<'_>, line: &mut Vec<u8>)
+impl<W> JsonLayer<W> {
+    fn write_line<S>(&self, ctx: &Context<'_, S>, event: &Event<'_>, line: &mut Vec<u8>)
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
-        N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
     {
         let meta = event.metadata();
         line.push(b'{');
@@ -93,51 +120,16 @@ impl JsonLines {
         push_str(line, meta.level().as_str());
         push_key(line, "target");
         push_str(line, meta.target());
-        line.extend_from_slice(self.identity.as_bytes());
-        if let Some(scope) = ctx.event_scope() {
+        line.extend_from_slice(&self.identity);
+        if let Some(scope) = ctx.event_scope(event) {
             for span in scope.from_root() {
-                let extensions = span.extensions();
-                let Some(fields) = extensions.get::<FormattedFields<JsonMembers>>() else {
-                    continue;
-                };
-                // Each member is written with its leading comma (see `JsonMembers`).
-                line.extend_from_slice(fields.fields.as_bytes());
+                if let Some(SpanMembers(members)) = span.extensions().get::<SpanMembers>() {
+                    line.extend_from_slice(members);
+                }
             }
         }
         event.record(&mut FieldsVisitor(line));
         line.extend_from_slice(b"}\n");
-    }
-}
-
-/// Span fields as JSON object members, each with its leading comma (`,"request_id":"…","method":"GET"`),
-/// formatted once when the span is created or recorded and spliced into every line logged inside it.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct JsonMembers;
-
-impl<'writer> FormatFields<'writer> for JsonMembers {
-    fn format_fields<R: RecordFields>(
-        &self,
-        mut writer: Writer<'writer>,
-        fields: R,
-    ) -> fmt::Result {
-        with_scratch(|members| {
-            fields.record(&mut FieldsVisitor(members));
-            writer.write_str(std::str::from_utf8(members).map_err(|_| fmt::Error)?)
-        })
-    }
-
-    fn add_fields(
-        &self,
-        current: &'writer mut FormattedFields<Self>,
-        fields: &tracing::span::Record<'_>,
-    ) -> fmt::Result {
-        with_scratch(|members| {
-            fields.record(&mut FieldsVisitor(members));
-            current
-                .fields
-                .push_str(std::str::from_utf8(members).map_err(|_| fmt::Error)?);
-            Ok(())
-        })
     }
 }
 

@@ -70,16 +70,14 @@ pub fn init_logging(format: LogFormat, env: &str, runtime: Runtime) -> LogGuard 
         .with(env_filter);
     let result = match format {
         LogFormat::Json => filtered
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(writer)
-                    .fmt_fields(format::JsonMembers)
-                    .event_format(format::JsonLines::new(format::Identity {
-                        service: SERVICE,
-                        version: VERSION,
-                        env: env.to_owned(),
-                    })),
-            )
+            .with(format::JsonLayer::new(
+                format::Identity {
+                    service: SERVICE,
+                    version: VERSION,
+                    env: env.to_owned(),
+                },
+                writer,
+            ))
             .try_init(),
         LogFormat::Pretty => filtered
             .with(
