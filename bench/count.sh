@@ -4,7 +4,7 @@
 # into the relay's own schema (the count is what is measured, not the loading). Writes bench/results/count.md.
 source "$(dirname "$0")/lib/common.sh"
 need_wrk
-command -v sqlite3 >/dev/null || { apt-get install -y -qq sqlite3; }
+need_tool sqlite3 sqlite3
 build_relay
 duration=${1:-10}
 

@@ -8,18 +8,8 @@ source "$(dirname "$0")/lib/common.sh"
 duration=${1:-5}
 rounds=${2:-4}
 need_wrk
-command -v perf >/dev/null || { apt-get update -qq && apt-get install -y -qq linux-perf; } \
-  || { echo "perf is needed (apt-get install linux-perf)" >&2; exit 1; }
-build_relay --example hello
-hello=$target_dir/release/examples/hello
-
-p_hello=$(free_port); p_on=$(free_port); p_off=$(free_port)
-taskset -c 0 "$hello" "127.0.0.1:$p_hello" >/dev/null 2>&1 & pids+=($!); pid_hello=$!
-RELAY_LISTEN=127.0.0.1:$p_on RELAY_STORE=sqlite:$work/on.db RELAY_RATE_LIMIT=0 RUST_LOG=info \
-  taskset -c 0 "$relay" >"$work/on.log" 2>&1 & pids+=($!); pid_on=$!
-RELAY_LISTEN=127.0.0.1:$p_off RELAY_STORE=sqlite:$work/off.db RELAY_RATE_LIMIT=0 RELAY_NO_TELEMETRY=1 \
-  taskset -c 0 "$relay" >"$work/off.log" 2>&1 & pids+=($!); pid_off=$!
-wait_up "http://127.0.0.1:$p_hello/"; wait_up "http://127.0.0.1:$p_on/readyz"; wait_up "http://127.0.0.1:$p_off/readyz"
+need_tool perf linux-perf
+start_hello_and_relays
 
 declare -A urls=(
   [hello]="http://127.0.0.1:$p_hello/"

@@ -9,17 +9,7 @@ source "$(dirname "$0")/lib/common.sh"
 duration=${1:-10}
 rounds=${2:-3}
 need_wrk
-build_relay --example hello
-hello=$target_dir/release/examples/hello
-
-# Servers on core 0, the load generator on core 1, so they do not fight over one core.
-p_hello=$(free_port); p_on=$(free_port); p_off=$(free_port)
-taskset -c 0 "$hello" "127.0.0.1:$p_hello" >/dev/null 2>&1 & pids+=($!)
-RELAY_LISTEN=127.0.0.1:$p_on RELAY_STORE=sqlite:$work/on.db RELAY_RATE_LIMIT=0 RUST_LOG=info \
-  taskset -c 0 "$relay" >"$work/on.log" 2>&1 & pids+=($!)
-RELAY_LISTEN=127.0.0.1:$p_off RELAY_STORE=sqlite:$work/off.db RELAY_RATE_LIMIT=0 RELAY_NO_TELEMETRY=1 \
-  taskset -c 0 "$relay" >"$work/off.log" 2>&1 & pids+=($!)
-wait_up "http://127.0.0.1:$p_hello/"; wait_up "http://127.0.0.1:$p_on/readyz"; wait_up "http://127.0.0.1:$p_off/readyz"
+start_hello_and_relays
 
 post_lua "$work/post.lua"
 declare -A urls=(

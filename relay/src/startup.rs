@@ -1,20 +1,21 @@
 //! Build the application from a `Config`: open the store, assemble the one Router (routes, state, and
 //! every layer, applied once), start the background tasks, and serve until a shutdown signal.
 
+use std::future::IntoFuture;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::IncomingStream;
+use axum::{Router, ServiceExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tower::ServiceBuilder;
-use tower::util::{Either, MapResponse};
+use tower::util::MapResponse;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use utoipa::OpenApi;
@@ -91,11 +92,14 @@ pub fn build(config: &Config, store: DynStore) -> App {
         .merge(paste::router())
         .merge(app_log::router())
         .merge(saved::router());
-    if let Some(limit) = RateLimit::new(
+    let rate_limit_layer = RateLimit::new(
         config.rate_limit,
         config.rate_limit_burst(),
         config.trust_forwarded_for,
-    ) {
+    );
+    // Only the rate limiter reads the peer address, and adding it costs allocations per request.
+    let peer_addresses = rate_limit_layer.is_some();
+    if let Some(limit) = rate_limit_layer {
         api = api.layer(from_fn_with_state(limit.clone(), rate_limit));
         background.push(tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(60));
@@ -129,9 +133,8 @@ pub fn build(config: &Config, store: DynStore) -> App {
     let request_timeout = config.request_timeout;
     let per_route = ServiceBuilder::new()
         // The request span and the response event, around everything that can answer.
-        .layer(ObserveLayer {
-            enabled: !config.no_telemetry,
-        })
+        // Off (`--no-telemetry`): not applied at all.
+        .option_layer((!config.no_telemetry).then_some(ObserveLayer))
         .option_layer(cors(&config.cors_origins))
         // Everything inside this point may answer with a bare error; from here out, errors are problems.
         .layer(ProblemLayer)
@@ -158,8 +161,7 @@ pub fn build(config: &Config, store: DynStore) -> App {
     background.push(spawn_sweeper(store.clone(), config.sweep_interval));
     App {
         service,
-        // Only the rate limiter reads the peer address, and adding it costs allocations per request.
-        peer_addresses: config.rate_limit > 0,
+        peer_addresses,
         store,
         openapi,
         background,
@@ -264,23 +266,31 @@ impl App {
         });
         let mut graceful = stop_rx.clone();
         let mut deadline = stop_rx;
-        let service = self.service;
-        let peer_addresses = self.peer_addresses;
-        let per_connection = tower::service_fn(move |stream: IncomingStream<'_, TcpListener>| {
-            let service = if peer_addresses {
-                Either::Left(tower::Layer::layer(
-                    &axum::Extension(ConnectInfo(*stream.remote_addr())),
-                    service.clone(),
-                ))
-            } else {
-                Either::Right(service.clone())
-            };
-            std::future::ready(Ok::<_, std::convert::Infallible>(service))
-        });
-        let server = axum::serve(listener, per_connection).with_graceful_shutdown(async move {
+        let draining = async move {
             let _ = graceful.wait_for(|stop| *stop).await;
             tracing::info!(message = "Shutting down: draining in-flight requests.");
-        });
+        };
+        // axum's make-services: with the peer address (`ConnectInfo`) only when the rate limiter, its one
+        // reader, is on, since adding it costs allocations on every request.
+        let server: std::pin::Pin<
+            Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>,
+        > = if self.peer_addresses {
+            let make = ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(
+                self.service,
+            );
+            Box::pin(
+                axum::serve(listener, make)
+                    .with_graceful_shutdown(draining)
+                    .into_future(),
+            )
+        } else {
+            let make = ServiceExt::<Request>::into_make_service(self.service);
+            Box::pin(
+                axum::serve(listener, make)
+                    .with_graceful_shutdown(draining)
+                    .into_future(),
+            )
+        };
         tokio::select! {
             result = server => result?,
             _ = async {

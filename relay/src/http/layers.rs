@@ -88,7 +88,7 @@ where
 fn new_request_id<B>(request: &axum::http::Request<B>) -> HeaderValue {
     let aws = aws_request_id(request)
         .filter(|id| is_valid_request_id(id.as_bytes()))
-        .and_then(|id| HeaderValue::from_str(&id).ok());
+        .and_then(|id| HeaderValue::from_str(id).ok());
     if let Some(value) = aws {
         return value;
     }
@@ -127,18 +127,18 @@ where
     }
 }
 
-fn aws_request_id<B>(request: &axum::http::Request<B>) -> Option<String> {
+fn aws_request_id<B>(request: &axum::http::Request<B>) -> Option<&str> {
     use lambda_http::RequestExt;
     use lambda_http::request::RequestContext;
     let from_gateway = match request.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.request_id.clone(),
-        Some(RequestContext::ApiGatewayV1(ctx)) => ctx.request_id.clone(),
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.request_id.as_deref(),
+        Some(RequestContext::ApiGatewayV1(ctx)) => ctx.request_id.as_deref(),
         _ => None,
     };
     from_gateway.or_else(|| {
         request
             .lambda_context_ref()
-            .map(|ctx| ctx.request_id.clone())
+            .map(|ctx| ctx.request_id.as_str())
     })
 }
 
@@ -146,26 +146,19 @@ fn aws_request_id<B>(request: &axum::http::Request<B>) -> Option<String> {
 /// the response is ready. `route` is the matched template, never the raw path. A hand-written tower
 /// layer rather than `from_fn`: it allocates nothing per request beyond the span itself.
 #[derive(Debug, Clone, Copy)]
-pub struct ObserveLayer {
-    /// Off (`--no-telemetry`): requests pass straight through, with no span and no event.
-    pub enabled: bool,
-}
+pub struct ObserveLayer;
 
 impl<S> tower::Layer<S> for ObserveLayer {
     type Service = Observe<S>;
 
     fn layer(&self, inner: S) -> Observe<S> {
-        Observe {
-            inner,
-            enabled: self.enabled,
-        }
+        Observe { inner }
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct Observe<S> {
     inner: S,
-    enabled: bool,
 }
 
 impl<S, B, ResBody> tower::Service<axum::http::Request<B>> for Observe<S>
@@ -184,12 +177,6 @@ where
     }
 
     fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
-        if !self.enabled {
-            return ObserveFuture {
-                inner: self.inner.call(request),
-                request: None,
-            };
-        }
         let start = Instant::now();
         let method = method_label(request.method());
         let route = request.extensions().get::<MatchedPath>().cloned();
@@ -216,12 +203,12 @@ where
         let inner = self.inner.call(request);
         ObserveFuture {
             inner,
-            request: Some(Observed {
+            observed: Observed {
                 span,
                 start,
                 method,
                 route,
-            }),
+            },
         }
     }
 }
@@ -240,7 +227,7 @@ pin_project_lite::pin_project! {
     pub struct ObserveFuture<F> {
         #[pin]
         inner: F,
-        request: Option<Observed>,
+        observed: Observed,
     }
 }
 
@@ -255,9 +242,7 @@ where
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
         let this = self.project();
-        let Some(observed) = this.request.as_ref() else {
-            return this.inner.poll(cx);
-        };
+        let observed = &*this.observed;
         let _entered = observed.span.enter();
         let result = std::task::ready!(this.inner.poll(cx));
         if let Ok(response) = &result {

@@ -39,13 +39,18 @@ const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// The status class as a bounded label value.
 pub fn status_class(status: StatusCode) -> &'static str {
-    STATUS_CLASSES[match status.as_u16() {
+    STATUS_CLASSES[status_slot(status)]
+}
+
+/// The position of a status's class in `STATUS_CLASSES`.
+fn status_slot(status: StatusCode) -> usize {
+    match status.as_u16() {
         100..=199 => 0,
         200..=299 => 1,
         300..=399 => 2,
         400..=499 => 3,
         _ => 4,
-    }]
+    }
 }
 
 /// The route label for a request no route matched.
@@ -508,25 +513,29 @@ mod handles {
         status: axum::http::StatusCode,
         latency: std::time::Duration,
     ) {
-        if !crate::telemetry::exporter_installed() {
-            return;
-        }
-        let class = super::status_class(status);
-        let (Some(method_slot), Some(class_slot)) = (
-            super::METHODS.iter().position(|m| *m == method),
-            super::STATUS_CLASSES.iter().position(|c| *c == class),
-        ) else {
-            return;
-        };
+        let class_slot = super::status_slot(status);
+        let class = super::STATUS_CLASSES[class_slot];
         let route = super::route(route);
         let label = route.label;
-        let endpoint = route.endpoints[method_slot].get_or_init(|| Endpoint {
-            requests: Default::default(),
-            duration: histogram(Metric::HttpRequestDurationSeconds, [label, method, ""]),
-        });
-        endpoint.requests[class_slot]
-            .get_or_init(|| counter(Metric::HttpRequestsTotal, [label, method, class]))
-            .increment(1);
-        endpoint.duration.record(latency.as_secs_f64());
+        let requests = || counter(Metric::HttpRequestsTotal, [label, method, class]);
+        let duration = || histogram(Metric::HttpRequestDurationSeconds, [label, method, ""]);
+        let method_slot = super::METHODS.iter().position(|m| *m == method);
+        match method_slot {
+            // Handles are kept only once an exporter is installed (see `cached`).
+            Some(slot) if crate::telemetry::exporter_installed() => {
+                let endpoint = route.endpoints[slot].get_or_init(|| Endpoint {
+                    requests: Default::default(),
+                    duration: duration(),
+                });
+                endpoint.requests[class_slot]
+                    .get_or_init(requests)
+                    .increment(1);
+                endpoint.duration.record(latency.as_secs_f64());
+            }
+            _ => {
+                requests().increment(1);
+                duration().record(latency.as_secs_f64());
+            }
+        }
     }
 }
