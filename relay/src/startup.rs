@@ -134,7 +134,7 @@ pub fn build(config: &Config, store: DynStore) -> App {
     let per_route = ServiceBuilder::new()
         // The request span and the response event, around everything that can answer.
         // Off (`--no-telemetry`): not applied at all.
-        .option_layer((!config.no_telemetry).then_some(ObserveLayer))
+        .option_layer((!config.no_telemetry).then(|| ObserveLayer::new(telemetry::request_spans())))
         .option_layer(cors(&config.cors_origins))
         // Everything inside this point may answer with a bare error; from here out, errors are problems.
         .layer(ProblemLayer)

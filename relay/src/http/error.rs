@@ -15,6 +15,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::store::StoreError;
+use crate::telemetry;
 use crate::telemetry::events::{AuthFailure, Event, RequestFailedInternally};
 
 pub type ApiResult<T, E = ApiError> = Result<T, E>;
@@ -331,7 +332,7 @@ fn finish_problem(request_id: &str, response: Response) -> Response {
         None => generic_problem(status),
     };
     // The request span's `problem` field: on-call can group failures by kind without reading bodies.
-    tracing::Span::current().record("problem", code);
+    telemetry::request::record_problem(code);
     let problem = Problem {
         kind: format!("urn:relayops:problem:{code}"),
         title: status.canonical_reason().unwrap_or("Error").to_owned(),

@@ -14,6 +14,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::{ApiError, PROBLEM_JSON, Problem, REQUEST_ID};
+use crate::telemetry;
 
 /// How long a readiness check waits for the store.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -129,7 +130,7 @@ pub async fn readyz(State(state): State<AppState>, headers: HeaderMap) -> Respon
         checks,
     };
     // The request line's `problem` field, as `finish_problems` records it for every other error.
-    tracing::Span::current().record("problem", "not-ready");
+    telemetry::request::record_problem("not-ready");
     let body = serde_json::to_string(&body).unwrap_or_default();
     let mut response = (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
     let headers = response.headers_mut();

@@ -1,5 +1,5 @@
 //! Cross-cutting middleware written here (the rest is tower-http, applied in `startup`):
-//! request id hygiene, the request span + response event, and per-client rate limiting.
+//! request id hygiene, the request's log fields + response event, and per-client rate limiting.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -16,8 +16,9 @@ use super::error::{ApiError, REQUEST_ID};
 use super::extract::ClientIp;
 use crate::telemetry;
 use crate::telemetry::events::{
-    ColdStart, Event, HttpResponseSent, RateLimited, UNMATCHED_ROUTE, method_label,
+    ColdStart, Event, HttpResponseSent, RateLimited, UNMATCHED_ROUTE, method_label, route_label,
 };
+use crate::telemetry::request::{self, RequestFields};
 
 /// Whether an incoming request id is safe to adopt: 1-128 characters of `A-Za-z0-9._:-+/=` (the last
 /// three because API Gateway's ids are base64).
@@ -142,23 +143,37 @@ fn aws_request_id<B>(request: &axum::http::Request<B>) -> Option<&str> {
     })
 }
 
-/// The request span (request_id, method, route) around everything inside, and `HttpResponseSent` when
-/// the response is ready. `route` is the matched template, never the raw path. A hand-written tower
-/// layer rather than `from_fn`: it allocates nothing per request beyond the span itself.
+/// The request's log fields (request_id, method, route) around everything inside, and
+/// `HttpResponseSent` when the response is ready. `route` is the matched template, never the raw path.
+/// The fields travel in a tracing span or in the per-thread request slot (`telemetry::request`); a
+/// hand-written tower layer rather than `from_fn`, so the slot way allocates nothing per request.
 #[derive(Debug, Clone, Copy)]
-pub struct ObserveLayer;
+pub struct ObserveLayer {
+    spans: bool,
+}
+
+impl ObserveLayer {
+    /// `spans`: carry the fields in a tracing span (see `telemetry::request_spans`).
+    pub fn new(spans: bool) -> Self {
+        Self { spans }
+    }
+}
 
 impl<S> tower::Layer<S> for ObserveLayer {
     type Service = Observe<S>;
 
     fn layer(&self, inner: S) -> Observe<S> {
-        Observe { inner }
+        Observe {
+            inner,
+            spans: self.spans,
+        }
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct Observe<S> {
     inner: S,
+    spans: bool,
 }
 
 impl<S, B, ResBody> tower::Service<axum::http::Request<B>> for Observe<S>
@@ -179,51 +194,64 @@ where
     fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
         let start = Instant::now();
         let method = method_label(request.method());
-        let route = request.extensions().get::<MatchedPath>().cloned();
-        let span = tracing::info_span!(
-            "request",
-            request_id = request
-                .headers()
-                .get(REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default(),
-            method,
-            route = route.as_ref().map_or(UNMATCHED_ROUTE, |r| r.as_str()),
-            cold_start = tracing::field::Empty,
-            problem = tracing::field::Empty
+        let route = route_label(
+            request
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or(UNMATCHED_ROUTE, |r| r.as_str()),
         );
-        if let Some(cold) = telemetry::cold_start() {
-            span.record("cold_start", cold);
-            if cold {
-                span.in_scope(|| ColdStart.emit());
-            }
+        let cold_start = telemetry::cold_start();
+        let fields = RequestFields::new(
+            request.headers().get(REQUEST_ID).cloned(),
+            method,
+            route,
+            cold_start,
+        );
+        let mut observed = Observed {
+            start,
+            method,
+            route,
+            // A span the filter turns off would carry nothing: the slot way then.
+            span: self
+                .spans
+                .then(|| fields.span())
+                .filter(|span| !span.is_disabled()),
+            fields: Some(fields),
+        };
+        if cold_start == Some(true) {
+            observed.in_scope(|| ColdStart.emit());
         }
-        // Not entered around `call`: nothing inside logs before its future is polled (handlers and
-        // middleware run in their futures), and entering costs two subscriber calls per request.
+        // Not in scope around `call`: nothing inside logs before its future is polled (handlers and
+        // middleware run in their futures).
         let inner = self.inner.call(request);
-        ObserveFuture {
-            inner,
-            observed: Observed {
-                span,
-                start,
-                method,
-                route,
-            },
-        }
+        ObserveFuture { inner, observed }
     }
 }
 
 /// What `Observe` remembers about a request until its response is ready.
 #[derive(Debug)]
 pub struct Observed {
-    span: tracing::Span,
     start: Instant,
     method: &'static str,
-    route: Option<MatchedPath>,
+    route: &'static str,
+    /// The span way: the request span. `None` in the slot way.
+    span: Option<tracing::Span>,
+    /// The slot way: the fields, moved into this thread's slot while the request is polled.
+    fields: Option<RequestFields>,
+}
+
+impl Observed {
+    /// Run `f` with this request's fields on every line it logs.
+    fn in_scope<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        match &self.span {
+            Some(span) => span.in_scope(f),
+            None => request::in_scope(&mut self.fields, f),
+        }
+    }
 }
 
 pin_project_lite::pin_project! {
-    /// The inner response future, polled inside the request span.
+    /// The inner response future, polled with the request's fields in scope.
     pub struct ObserveFuture<F> {
         #[pin]
         inner: F,
@@ -242,22 +270,22 @@ where
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
         let this = self.project();
-        let observed = &*this.observed;
-        let _entered = observed.span.enter();
-        let result = std::task::ready!(this.inner.poll(cx));
-        if let Ok(response) = &result {
-            HttpResponseSent {
-                route: observed
-                    .route
-                    .as_ref()
-                    .map_or(UNMATCHED_ROUTE, |r| r.as_str()),
-                method: observed.method,
-                status: response.status(),
-                latency: observed.start.elapsed(),
+        let inner = this.inner;
+        let observed = this.observed;
+        let (start, method, route) = (observed.start, observed.method, observed.route);
+        observed.in_scope(|| {
+            let result = std::task::ready!(inner.poll(cx));
+            if let Ok(response) = &result {
+                HttpResponseSent {
+                    route,
+                    method,
+                    status: response.status(),
+                    latency: start.elapsed(),
+                }
+                .emit();
             }
-            .emit();
-        }
-        std::task::Poll::Ready(result)
+            std::task::Poll::Ready(result)
+        })
     }
 }
 

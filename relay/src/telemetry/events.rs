@@ -139,7 +139,9 @@ fn shared_route(template: &str) -> &'static Route {
     interned
 }
 
-fn route_label(template: &str) -> &'static str {
+/// The label of a route template (`UNMATCHED_ROUTE` when none matched), interned: bounded by the
+/// router, never a raw path.
+pub fn route_label(template: &str) -> &'static str {
     route(template).label
 }
 

@@ -1,6 +1,7 @@
 //! The JSON log line format: one flat object per event, with the fixed fields every line carries
-//! (`timestamp`, `level`, `target`, `service`, `version`, `env`), the fields of every enclosing span
-//! (so `request_id`, `method`, `route` appear on each line of a request), and the event's own fields.
+//! (`timestamp`, `level`, `target`, `service`, `version`, `env`), the fields of the request being
+//! served (`request_id`, `method`, `route`, …; see [`super::request`]) and of every enclosing span, and
+//! the event's own fields.
 //!
 //! Flat, not nested: Logs Insights and jq queries read `request_id`, not `span.request_id`.
 //! Must never: drop a field silently, or emit anything but exactly one line per event.
@@ -121,6 +122,11 @@ impl<W> JsonLayer<W> {
         push_key(line, "target");
         push_str(line, meta.target());
         line.extend_from_slice(&self.identity);
+        super::request::with_current(|request| {
+            if let Some(request) = request {
+                push_request(line, request);
+            }
+        });
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope.from_root() {
                 if let Some(SpanMembers(members)) = span.extensions().get::<SpanMembers>() {
@@ -130,6 +136,24 @@ impl<W> JsonLayer<W> {
         }
         event.record(&mut FieldsVisitor(line));
         line.extend_from_slice(b"}\n");
+    }
+}
+
+/// The current request's fields, in the order the request span records them.
+fn push_request(line: &mut Vec<u8>, request: &super::request::RequestFields) {
+    push_key(line, "request_id");
+    push_str(line, request.request_id());
+    push_key(line, "method");
+    push_str(line, request.method());
+    push_key(line, "route");
+    push_str(line, request.route());
+    if let Some(cold) = request.cold_start() {
+        push_key(line, "cold_start");
+        line.extend_from_slice(if cold { b"true" } else { b"false" });
+    }
+    if let Some(problem) = request.problem() {
+        push_key(line, "problem");
+        push_str(line, problem);
     }
 }
 
@@ -143,17 +167,39 @@ fn push_key(line: &mut Vec<u8>, key: &str) {
 /// A JSON string. Most values (ids, routes, targets, messages) need no escaping: those are copied as
 /// they are; anything else goes through serde_json's escaper, so the output is the same either way.
 fn push_str(line: &mut Vec<u8>, value: &str) {
+    line.push(b'"');
+    push_str_contents(line, value);
+    line.push(b'"');
+}
+
+/// The inside of a JSON string (what goes between the quotes), as serde_json escapes it.
+fn push_str_contents(line: &mut Vec<u8>, value: &str) {
     // A fold, not `all`: without the early exit the check compiles to vector instructions.
     let needs_escape = value.bytes().fold(false, |any, b| {
         any | (b < 0x20) | (b == b'"') | (b == b'\\')
     });
     if !needs_escape {
-        line.push(b'"');
         line.extend_from_slice(value.as_bytes());
-        line.push(b'"');
-    } else {
-        push_json(line, value);
+    } else if let Ok(quoted) = serde_json::to_string(value) {
+        let inside = quoted.get(1..quoted.len().saturating_sub(1));
+        line.extend_from_slice(inside.unwrap_or_default().as_bytes());
     }
+}
+
+/// A `Debug` value (an event's `message` is one) as a JSON string, formatted and escaped straight into
+/// the line: escaping piece by piece gives the same bytes as escaping the whole text.
+fn push_debug(line: &mut Vec<u8>, value: &dyn fmt::Debug) {
+    struct Contents<'a>(&'a mut Vec<u8>);
+    impl fmt::Write for Contents<'_> {
+        fn write_str(&mut self, piece: &str) -> fmt::Result {
+            push_str_contents(self.0, piece);
+            Ok(())
+        }
+    }
+    line.push(b'"');
+    // A `Debug` implementation that fails leaves what it wrote so far; the line stays valid JSON.
+    let _ = fmt::write(&mut Contents(line), format_args!("{value:?}"));
+    line.push(b'"');
 }
 
 /// An RFC 3339 UTC timestamp with microseconds (`2026-01-02T03:04:05.678901Z`). The date and time of
@@ -239,7 +285,7 @@ impl Visit for FieldsVisitor<'_> {
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         push_key(self.0, field.name());
-        push_json(self.0, &format!("{value:?}"));
+        push_debug(self.0, value);
     }
 }
 
@@ -267,6 +313,23 @@ mod tests {
                 String::from_utf8(fast).unwrap(),
                 serde_json::to_string(value).unwrap(),
                 "{value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn debug_values_are_written_exactly_as_serde_json_writes_their_text() {
+        let text = "quote \" backslash \\ newline \n control \u{1} é ✓";
+        for value in [
+            format_args!("Request finished."),
+            format_args!("{text} and {}", 42),
+            format_args!(""),
+        ] {
+            let mut direct = Vec::new();
+            push_debug(&mut direct, &value);
+            assert_eq!(
+                String::from_utf8(direct).unwrap(),
+                serde_json::to_string(&format!("{value:?}")).unwrap()
             );
         }
     }

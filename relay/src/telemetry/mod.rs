@@ -9,6 +9,7 @@ pub mod events;
 pub mod format;
 pub mod names;
 pub mod paced;
+pub mod request;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,6 +66,12 @@ pub fn init_logging(format: LogFormat, env: &str, runtime: Runtime) -> LogGuard 
         // Lambda, or no thread could be started for the ticker: each line straight to stdout.
         None => (LogWriter::Stdout, None),
     };
+    // The span way of carrying request fields where something reads spans: the pretty format shows
+    // them, and span or field directives (only `EnvFilter` has them) match on them.
+    REQUEST_SPANS.store(
+        format == LogFormat::Pretty || env_filter.is_some(),
+        Ordering::Relaxed,
+    );
     let filtered = tracing_subscriber::registry()
         .with(targets)
         .with(env_filter);
@@ -208,6 +215,15 @@ fn describe_all() {
             Kind::Histogram => metrics::describe_histogram!(spec.name, unit, spec.help),
         }
     }
+}
+
+static REQUEST_SPANS: AtomicBool = AtomicBool::new(false);
+
+/// Whether requests are logged inside a tracing span (`true`) or with their fields in
+/// [`request::RequestFields`] read by the JSON layer (`false`, also when logging was never
+/// initialised). Decided by [`init_logging`]; see [`request`].
+pub fn request_spans() -> bool {
+    REQUEST_SPANS.load(Ordering::Relaxed)
 }
 
 static ON_LAMBDA: AtomicBool = AtomicBool::new(false);

@@ -111,6 +111,146 @@ async fn json_log_lines_carry_the_documented_fields() {
     assert!(store_line["latency_ms"].is_number());
 }
 
+/// One request of each kind the request-field tests need: a read that ends in a problem (404) and an
+/// admin write refused at warn level (401). Returns the relay's stdout.
+async fn problem_and_warning_requests(envs: &[(&str, &str)]) -> String {
+    let mut envs = envs.to_vec();
+    envs.extend([("RELAY_STORE", "memory:"), ("RELAY_ADMIN_TOKEN", TOKEN)]);
+    let relay = spawn_binary(&envs).await;
+    let client = reqwest::Client::new();
+    let missing = client
+        .get(format!(
+            "{}/messages/01a213d9-0e0c-7109-b209-559fdee526d4",
+            relay.base
+        ))
+        .header("x-request-id", "fields-missing")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let refused = client
+        .put(format!("{}/saved", relay.base))
+        .header("x-request-id", "fields-refused")
+        .bearer_auth("not-the-token")
+        .header("content-type", "text/plain")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    relay.stop()
+}
+
+/// The lines of `stdout` logged for request `id`, each checked to name the request's fields once.
+fn lines_of_request<'a>(stdout: &'a str, id: &str) -> Vec<(&'a str, Value)> {
+    stdout
+        .lines()
+        .filter(|raw| raw.contains(&format!("\"request_id\":\"{id}\"")))
+        .map(|raw| {
+            for key in ["request_id", "method", "route"] {
+                assert_eq!(
+                    raw.matches(&format!("\"{key}\":")).count(),
+                    1,
+                    "`{key}` exactly once: {raw}"
+                );
+            }
+            (raw, serde_json::from_str(raw).unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_line_of_a_request_carries_its_fields_and_its_problem_at_any_level() {
+    // The default way: fields from the request slot, whatever the level.
+    for level in ["info", "warn"] {
+        let stdout = problem_and_warning_requests(&[("RUST_LOG", level)]).await;
+        let refused = lines_of_request(&stdout, "fields-refused");
+        let warning = refused
+            .iter()
+            .find(|(_, l)| l["message"] == "Admin authentication failed.")
+            .unwrap_or_else(|| panic!("the warning carries the request id at {level}: {stdout}"));
+        assert_eq!(warning.1["level"], "WARN");
+        assert_eq!(warning.1["method"], "PUT");
+        assert_eq!(warning.1["route"], "/saved");
+        if level == "info" {
+            let missing = lines_of_request(&stdout, "fields-missing");
+            let finished = missing
+                .iter()
+                .find(|(_, l)| l["message"] == "Request finished.")
+                .unwrap_or_else(|| panic!("the request line: {stdout}"));
+            assert_eq!(finished.1["route"], "/messages/{id}");
+            assert_eq!(finished.1["status"], 404);
+            assert_eq!(finished.1["problem"], "message-not-found");
+            let finished = refused
+                .iter()
+                .find(|(_, l)| l["message"] == "Request finished.")
+                .unwrap_or_else(|| panic!("the request line: {stdout}"));
+            assert_eq!(finished.1["problem"], "unauthorized");
+        } else {
+            assert!(
+                !stdout.contains("Request finished."),
+                "request lines are info: {stdout}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn span_directives_select_request_lines_by_their_span() {
+    // A span directive: debug lines only inside requests, which are then carried by a tracing span.
+    let stdout = problem_and_warning_requests(&[("RUST_LOG", "warn,relay[request]=debug")]).await;
+    let missing = lines_of_request(&stdout, "fields-missing");
+    let store = missing
+        .iter()
+        .find(|(_, l)| l["message"] == "Store operation finished.")
+        .unwrap_or_else(|| panic!("debug store lines inside the request span: {stdout}"));
+    assert_eq!(store.1["level"], "DEBUG");
+    assert_eq!(store.1["route"], "/messages/{id}");
+    let finished = missing
+        .iter()
+        .find(|(_, l)| l["message"] == "Request finished.")
+        .unwrap_or_else(|| panic!("info inside the request span: {stdout}"));
+    assert_eq!(finished.1["problem"], "message-not-found");
+    assert!(
+        !stdout.contains("Relay started."),
+        "info outside requests stays filtered out: {stdout}"
+    );
+    // A directive the request span does not meet (it is info): the fields still reach warnings.
+    let stdout =
+        problem_and_warning_requests(&[("RUST_LOG", "warn,relay[no_such_span]=debug")]).await;
+    let refused = lines_of_request(&stdout, "fields-refused");
+    assert!(
+        refused
+            .iter()
+            .any(|(_, l)| l["message"] == "Admin authentication failed."),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn pretty_lines_show_the_request_fields() {
+    let stdout =
+        problem_and_warning_requests(&[("RUST_LOG", "info"), ("RELAY_LOG_FORMAT", "pretty")]).await;
+    // Without colours: the pretty format styles with ANSI escapes.
+    let mut plain = String::new();
+    let mut escape = false;
+    for c in stdout.chars() {
+        match (escape, c) {
+            (false, '\u{1b}') => escape = true,
+            (true, 'm') => escape = false,
+            (false, c) => plain.push(c),
+            (true, _) => {}
+        }
+    }
+    for needle in [
+        "Request finished.",
+        "request_id: \"fields-missing\", method: \"GET\", route: \"/messages/{id}\", problem: \"message-not-found\"",
+        "request_id: \"fields-refused\", method: \"PUT\", route: \"/saved\"",
+    ] {
+        assert!(plain.contains(needle), "`{needle}` in: {plain}");
+    }
+}
+
 #[tokio::test]
 async fn message_contents_and_tokens_never_reach_info_logs() {
     let relay = spawn_binary(&[
