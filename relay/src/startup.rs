@@ -17,7 +17,6 @@ use tokio::task::JoinHandle;
 use tower::ServiceBuilder;
 use tower::util::MapResponse;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::limit::RequestBodyLimitLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -137,8 +136,8 @@ pub fn build(config: &Config, store: DynStore) -> App {
         .option_layer((!config.no_telemetry).then(|| ObserveLayer::new(telemetry::request_spans())))
         .option_layer(cors(&config.cors_origins))
         // Everything inside this point may answer with a bare error; from here out, errors are problems.
-        .layer(ProblemLayer)
-        .layer(RequestBodyLimitLayer::new(config.max_body_bytes as usize))
+        // Also answers a declared body over the limit at once (413); the extractors limit the rest.
+        .layer(ProblemLayer::new(u64::from(config.max_body_bytes)))
         // The request timeout: a slower request is answered 503 (a problem with `Retry-After`, written
         // by the problem layer). tokio's `timeout` polls the request before its timer, so a request
         // that completes at once (a cached read) never arms one; tower-http's layer polls the timer

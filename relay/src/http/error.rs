@@ -236,20 +236,38 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Write the body of every error response as problem+json with the request id. Everything inside this
 /// layer may answer with a bare error status; everything outside sees problems only.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ProblemLayer;
+///
+/// It also answers 413 at once to a request whose `Content-Length` is over `max_body_bytes`, without
+/// calling the handler or reading the body. Bodies without a length (chunked) are limited while they
+/// are read, by axum's `DefaultBodyLimit` in the extractors. tower-http's `RequestBodyLimit` did both,
+/// but it wrapped the body of every request, bodiless ones included, and its response body had to be
+/// boxed once more: two allocations on every request.
+#[derive(Debug, Clone, Copy)]
+pub struct ProblemLayer {
+    max_body_bytes: u64,
+}
+
+impl ProblemLayer {
+    pub fn new(max_body_bytes: u64) -> Self {
+        Self { max_body_bytes }
+    }
+}
 
 impl<S> tower::Layer<S> for ProblemLayer {
     type Service = Problems<S>;
 
     fn layer(&self, inner: S) -> Problems<S> {
-        Problems { inner }
+        Problems {
+            inner,
+            max_body_bytes: self.max_body_bytes,
+        }
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct Problems<S> {
     inner: S,
+    max_body_bytes: u64,
 }
 
 impl<S, B, ResBody> tower::Service<axum::http::Request<B>> for Problems<S>
@@ -270,17 +288,24 @@ where
     }
 
     fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        // An unparsable length is hyper's to refuse (it answers 400 before any service runs).
+        let declared_too_large = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .is_some_and(|length| length > self.max_body_bytes);
         ProblemsFuture {
             request_id: request.headers().get(REQUEST_ID).cloned(),
-            inner: self.inner.call(request),
+            inner: (!declared_too_large).then(|| self.inner.call(request)),
         }
     }
 }
 
 pin_project_lite::pin_project! {
     pub struct ProblemsFuture<F> {
+        // `None`: answered without calling the inner service (a declared body over the limit).
         #[pin]
-        inner: F,
+        inner: Option<F>,
         request_id: Option<HeaderValue>,
     }
 }
@@ -298,13 +323,17 @@ where
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
         let this = self.project();
-        let response = std::task::ready!(this.inner.poll(cx))?;
+        let response = match this.inner.as_pin_mut() {
+            Some(inner) => std::task::ready!(inner.poll(cx))?.map(Body::new),
+            None => ApiError::PayloadTooLarge("the request body is larger than the limit".into())
+                .into_response(),
+        };
         let request_id = this
             .request_id
             .as_ref()
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
-        std::task::Poll::Ready(Ok(finish_problem(request_id, response.map(Body::new))))
+        std::task::Poll::Ready(Ok(finish_problem(request_id, response)))
     }
 }
 
@@ -393,7 +422,7 @@ mod tests {
                 "/boom",
                 get(|| async { ApiError::Internal("db file /secret/path corrupt".into()) }),
             )
-            .layer(ProblemLayer);
+            .layer(ProblemLayer::new(1024));
         let response = app
             .oneshot(
                 Request::builder()

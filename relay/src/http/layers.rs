@@ -16,7 +16,7 @@ use super::error::{ApiError, REQUEST_ID};
 use super::extract::ClientIp;
 use crate::telemetry;
 use crate::telemetry::events::{
-    ColdStart, Event, HttpResponseSent, RateLimited, UNMATCHED_ROUTE, method_label, route_label,
+    ColdStart, Event, HttpResponseSent, RateLimited, RouteLabel, UNMATCHED_ROUTE, method_label,
 };
 use crate::telemetry::request::{self, RequestFields};
 
@@ -194,7 +194,7 @@ where
     fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
         let start = Instant::now();
         let method = method_label(request.method());
-        let route = route_label(
+        let route = RouteLabel::of(
             request
                 .extensions()
                 .get::<MatchedPath>()
@@ -204,7 +204,7 @@ where
         let fields = RequestFields::new(
             request.headers().get(REQUEST_ID).cloned(),
             method,
-            route,
+            route.as_str(),
             cold_start,
         );
         let mut observed = Observed {
@@ -233,7 +233,7 @@ where
 pub struct Observed {
     start: Instant,
     method: &'static str,
-    route: &'static str,
+    route: RouteLabel,
     /// The span way: the request span. `None` in the slot way.
     span: Option<tracing::Span>,
     /// The slot way: the fields, moved into this thread's slot while the request is polled.

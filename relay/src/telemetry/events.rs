@@ -142,18 +142,39 @@ fn shared_route(template: &str) -> &'static Route {
 /// The label of a route template (`UNMATCHED_ROUTE` when none matched), interned: bounded by the
 /// router, never a raw path.
 pub fn route_label(template: &str) -> &'static str {
-    route(template).label
+    RouteLabel::of(template).as_str()
+}
+
+/// An interned route label with its request-metric handles, found once per request.
+#[derive(Clone, Copy)]
+pub struct RouteLabel(&'static Route);
+
+impl RouteLabel {
+    /// The label of a route template (`UNMATCHED_ROUTE` when none matched).
+    pub fn of(template: &str) -> Self {
+        Self(route(template))
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.0.label
+    }
+}
+
+impl std::fmt::Debug for RouteLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RouteLabel").field(&self.0.label).finish()
+    }
 }
 
 /// A response was sent. `route` is the matched route template (bounded by the router), never a raw path.
-pub struct HttpResponseSent<'a> {
-    pub route: &'a str,
+pub struct HttpResponseSent {
+    pub route: RouteLabel,
     pub method: &'static str,
     pub status: StatusCode,
     pub latency: Duration,
 }
 
-impl Event for HttpResponseSent<'_> {
+impl Event for HttpResponseSent {
     fn emit(self) {
         let latency_ms = millis(self.latency);
         let status = self.status.as_u16();
@@ -510,14 +531,14 @@ mod handles {
 
     /// Count a finished request and record its duration.
     pub fn record_request(
-        route: &str,
+        route: super::RouteLabel,
         method: &'static str,
         status: axum::http::StatusCode,
         latency: std::time::Duration,
     ) {
         let class_slot = super::status_slot(status);
         let class = super::STATUS_CLASSES[class_slot];
-        let route = super::route(route);
+        let route = route.0;
         let label = route.label;
         let requests = || counter(Metric::HttpRequestsTotal, [label, method, class]);
         let duration = || histogram(Metric::HttpRequestDurationSeconds, [label, method, ""]);

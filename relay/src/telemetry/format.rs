@@ -118,7 +118,10 @@ impl<W> JsonLayer<W> {
         push_timestamp(line, std::time::SystemTime::now());
         line.push(b'"');
         push_key(line, "level");
-        push_str(line, meta.level().as_str());
+        // `TRACE` … `ERROR`: nothing to escape.
+        line.push(b'"');
+        line.extend_from_slice(meta.level().as_str().as_bytes());
+        line.push(b'"');
         push_key(line, "target");
         push_str(line, meta.target());
         line.extend_from_slice(&self.identity);
@@ -183,6 +186,49 @@ fn push_str_contents(line: &mut Vec<u8>, value: &str) {
     } else if let Ok(quoted) = serde_json::to_string(value) {
         let inside = quoted.get(1..quoted.len().saturating_sub(1));
         line.extend_from_slice(inside.unwrap_or_default().as_bytes());
+    }
+}
+
+/// A JSON number, as serde_json writes it (`null` for NaN and infinities). Exact thousandths below a
+/// billion (every `latency_ms`, see `events::millis`) are written directly: their shortest decimal form
+/// is the integer part, a dot and the thousandths without trailing zeros (at least one digit).
+fn push_f64(line: &mut Vec<u8>, value: f64) {
+    let thousandths = (value * 1000.0).round();
+    if value.is_sign_positive() && thousandths < 1e12 && thousandths / 1000.0 == value {
+        // In range and integral: the conversion is exact.
+        let thousandths = thousandths as u64;
+        let mut digits = [0u8; 20];
+        let whole = push_u64_digits(&mut digits, thousandths / 1000);
+        line.extend_from_slice(whole);
+        let fraction = thousandths % 1000;
+        let fraction = [
+            b'0' + (fraction / 100) as u8,
+            b'0' + (fraction / 10 % 10) as u8,
+            b'0' + (fraction % 10) as u8,
+        ];
+        let kept = fraction
+            .iter()
+            .rposition(|d| *d != b'0')
+            .map_or(1, |last| last + 1);
+        line.push(b'.');
+        line.extend_from_slice(&fraction[..kept]);
+    } else if value.is_finite() {
+        push_json(line, &value);
+    } else {
+        line.extend_from_slice(b"null");
+    }
+}
+
+/// The decimal digits of `n`, written at the end of `buffer`.
+fn push_u64_digits(buffer: &mut [u8; 20], mut n: u64) -> &[u8] {
+    let mut at = buffer.len();
+    loop {
+        at -= 1;
+        buffer[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buffer[at..];
+        }
     }
 }
 
@@ -251,11 +297,7 @@ struct FieldsVisitor<'a>(&'a mut Vec<u8>);
 impl Visit for FieldsVisitor<'_> {
     fn record_f64(&mut self, field: &Field, value: f64) {
         push_key(self.0, field.name());
-        if value.is_finite() {
-            push_json(self.0, &value);
-        } else {
-            self.0.extend_from_slice(b"null");
-        }
+        push_f64(self.0, value);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
@@ -331,6 +373,37 @@ mod tests {
                 String::from_utf8(direct).unwrap(),
                 serde_json::to_string(&format!("{value:?}")).unwrap()
             );
+        }
+    }
+
+    #[test]
+    fn numbers_are_written_exactly_as_serde_json_writes_them() {
+        let mut values: Vec<f64> = (0..=120_000u64).map(|k| k as f64 / 1000.0).collect();
+        values.extend([
+            crate::telemetry::events::millis(std::time::Duration::from_nanos(1_234_567_891)),
+            999_999_999.999,
+            1e9,
+            1e12,
+            0.0005,
+            0.1 + 0.2,
+            -1.5,
+            -0.0,
+            1e-7,
+            123_456_789_012.5,
+        ]);
+        for value in values {
+            let mut direct = Vec::new();
+            push_f64(&mut direct, value);
+            assert_eq!(
+                String::from_utf8(direct).unwrap(),
+                serde_json::to_string(&value).unwrap(),
+                "{value}"
+            );
+        }
+        for value in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let mut direct = Vec::new();
+            push_f64(&mut direct, value);
+            assert_eq!(direct, b"null");
         }
     }
 

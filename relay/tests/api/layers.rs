@@ -70,10 +70,27 @@ async fn router_and_layer_errors_are_problems_too() {
 
 #[tokio::test]
 async fn bodies_over_the_limit_are_413_whether_declared_or_streamed() {
-    let app = spawn_with(|c| c.max_body_bytes = 2048).await;
+    let app = spawn_with(|c| {
+        c.max_body_bytes = 2048;
+        c.request_timeout = Duration::from_secs(60);
+    })
+    .await;
     let big = json!({"message": "x".repeat(4096)});
     let declared = app.post_message(big.clone()).await;
     assert_problem(declared, StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large").await;
+    // Declared and never sent: answered from the length alone. Waiting for the body instead would get
+    // no answer within the exchange's 5 s (the request timeout here is a minute).
+    let answer = raw_exchange(
+        app.addr,
+        b"POST /messages HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: 1000000000\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        answer.contains("urn:relayops:problem:payload-too-large")
+            && answer.contains("x-request-id"),
+        "{answer}"
+    );
     // Chunked: no Content-Length to reject up front; the limit applies while reading.
     let body = big.to_string();
     let mut request = String::from(
