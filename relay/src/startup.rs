@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -129,24 +129,18 @@ pub fn build(config: &Config, store: DynStore) -> App {
     // costs an allocation and a clone per request, so only what needs the matched route (the request
     // span and its event) or must be observed by it (problems, limits, the timeout, CORS) is applied per
     // route, in one call; the rest wraps the router once, unboxed.
-    let request_timeout = config.request_timeout;
     let per_route = ServiceBuilder::new()
         // The request span and the response event, around everything that can answer.
         // Off (`--no-telemetry`): not applied at all.
         .option_layer((!config.no_telemetry).then(|| ObserveLayer::new(telemetry::request_spans())))
         .option_layer(cors(&config.cors_origins))
         // Everything inside this point may answer with a bare error; from here out, errors are problems.
-        // Also answers a declared body over the limit at once (413); the extractors limit the rest.
-        .layer(ProblemLayer::new(u64::from(config.max_body_bytes)))
-        // The request timeout: a slower request is answered 503 (a problem with `Retry-After`, written
-        // by the problem layer). tokio's `timeout` polls the request before its timer, so a request
-        // that completes at once (a cached read) never arms one; tower-http's layer polls the timer
-        // first and woke the I/O driver with a system call on every request.
-        .map_future(move |response| async move {
-            tokio::time::timeout(request_timeout, response)
-                .await
-                .unwrap_or_else(|_elapsed| Ok(StatusCode::SERVICE_UNAVAILABLE.into_response()))
-        })
+        // Also the request's limits: a declared body over the limit is answered 413 at once (the
+        // extractors limit the rest), a request slower than the timeout 503 with `Retry-After`.
+        .layer(ProblemLayer::new(
+            u64::from(config.max_body_bytes),
+            config.request_timeout,
+        ))
         .layer(DefaultBodyLimit::max(config.max_body_bytes as usize));
     let router = router.layer(per_route).with_state(state);
     let service = ServiceBuilder::new()

@@ -237,19 +237,27 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Write the body of every error response as problem+json with the request id. Everything inside this
 /// layer may answer with a bare error status; everything outside sees problems only.
 ///
-/// It also answers 413 at once to a request whose `Content-Length` is over `max_body_bytes`, without
-/// calling the handler or reading the body. Bodies without a length (chunked) are limited while they
-/// are read, by axum's `DefaultBodyLimit` in the extractors. tower-http's `RequestBodyLimit` did both,
-/// but it wrapped the body of every request, bodiless ones included, and its response body had to be
-/// boxed once more: two allocations on every request.
+/// It also answers the two limits every request has, as problems:
+/// - **Body size:** 413 at once to a request whose `Content-Length` is over `max_body_bytes`, without
+///   calling the handler or reading the body. Bodies without a length (chunked) are limited while they
+///   are read, by axum's `DefaultBodyLimit` in the extractors. (tower-http's `RequestBodyLimit` wrapped
+///   the body of every request, bodiless ones included, and its response body was boxed once more:
+///   two allocations on every request.)
+/// - **Time:** 503 (with `Retry-After`) to a request not answered within `timeout`. The timer is armed
+///   only when the request is not answered at its first poll, so a request answered at once (a cached
+///   read) reads no clock and carries no timer in its future.
 #[derive(Debug, Clone, Copy)]
 pub struct ProblemLayer {
     max_body_bytes: u64,
+    timeout: Duration,
 }
 
 impl ProblemLayer {
-    pub fn new(max_body_bytes: u64) -> Self {
-        Self { max_body_bytes }
+    pub fn new(max_body_bytes: u64, timeout: Duration) -> Self {
+        Self {
+            max_body_bytes,
+            timeout,
+        }
     }
 }
 
@@ -259,7 +267,7 @@ impl<S> tower::Layer<S> for ProblemLayer {
     fn layer(&self, inner: S) -> Problems<S> {
         Problems {
             inner,
-            max_body_bytes: self.max_body_bytes,
+            limits: *self,
         }
     }
 }
@@ -267,7 +275,7 @@ impl<S> tower::Layer<S> for ProblemLayer {
 #[derive(Debug, Clone)]
 pub struct Problems<S> {
     inner: S,
-    max_body_bytes: u64,
+    limits: ProblemLayer,
 }
 
 impl<S, B, ResBody> tower::Service<axum::http::Request<B>> for Problems<S>
@@ -293,10 +301,12 @@ where
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-            .is_some_and(|length| length > self.max_body_bytes);
+            .is_some_and(|length| length > self.limits.max_body_bytes);
         ProblemsFuture {
             request_id: request.headers().get(REQUEST_ID).cloned(),
             inner: (!declared_too_large).then(|| self.inner.call(request)),
+            timeout: self.limits.timeout,
+            deadline: None,
         }
     }
 }
@@ -307,6 +317,9 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Option<F>,
         request_id: Option<HeaderValue>,
+        timeout: Duration,
+        // Armed at the first poll that finds the request unanswered.
+        deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     }
 }
 
@@ -324,7 +337,18 @@ where
     ) -> std::task::Poll<Self::Output> {
         let this = self.project();
         let response = match this.inner.as_pin_mut() {
-            Some(inner) => std::task::ready!(inner.poll(cx))?.map(Body::new),
+            Some(inner) => match inner.poll(cx) {
+                std::task::Poll::Ready(response) => response?.map(Body::new),
+                std::task::Poll::Pending => {
+                    let timeout = *this.timeout;
+                    let deadline = this
+                        .deadline
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                    std::task::ready!(deadline.as_mut().poll(cx));
+                    // Too slow: answered now; the request's future is dropped with this one.
+                    StatusCode::SERVICE_UNAVAILABLE.into_response()
+                }
+            },
             None => ApiError::PayloadTooLarge("the request body is larger than the limit".into())
                 .into_response(),
         };
@@ -422,7 +446,7 @@ mod tests {
                 "/boom",
                 get(|| async { ApiError::Internal("db file /secret/path corrupt".into()) }),
             )
-            .layer(ProblemLayer::new(1024));
+            .layer(ProblemLayer::new(1024, Duration::from_secs(5)));
         let response = app
             .oneshot(
                 Request::builder()
