@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
@@ -136,12 +136,12 @@ pub fn build(config: &Config, store: DynStore) -> App {
         .option_layer(cors(&config.cors_origins))
         // Everything inside this point may answer with a bare error; from here out, errors are problems.
         // Also the request's limits: a declared body over the limit is answered 413 at once (the
-        // extractors limit the rest), a request slower than the timeout 503 with `Retry-After`.
+        // extractors limit the rest, with the limit this layer sets), a request slower than the
+        // timeout 503 with `Retry-After`.
         .layer(ProblemLayer::new(
             u64::from(config.max_body_bytes),
             config.request_timeout,
-        ))
-        .layer(DefaultBodyLimit::max(config.max_body_bytes as usize));
+        ));
     let router = router.layer(per_route).with_state(state);
     let service = ServiceBuilder::new()
         // The request id first: the span, the problem writer and the handlers read it.

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -240,9 +241,10 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// It also answers the two limits every request has, as problems:
 /// - **Body size:** 413 at once to a request whose `Content-Length` is over `max_body_bytes`, without
 ///   calling the handler or reading the body. Bodies without a length (chunked) are limited while they
-///   are read, by axum's `DefaultBodyLimit` in the extractors. (tower-http's `RequestBodyLimit` wrapped
-///   the body of every request, bodiless ones included, and its response body was boxed once more:
-///   two allocations on every request.)
+///   are read: this layer sets axum's `DefaultBodyLimit` on requests that have a body, and the
+///   extractors enforce it. (tower-http's `RequestBodyLimit` wrapped the body of every request,
+///   bodiless ones included, and its response body was boxed once more: two allocations on every
+///   request; axum's `DefaultBodyLimit` layer inserted its limit into every request.)
 /// - **Time:** 503 (with `Retry-After`) to a request not answered within `timeout`. The timer is armed
 ///   only when the request is not answered at its first poll, so a request answered at once (a cached
 ///   read) reads no clock and carries no timer in its future.
@@ -281,6 +283,7 @@ pub struct Problems<S> {
 impl<S, B, ResBody> tower::Service<axum::http::Request<B>> for Problems<S>
 where
     S: tower::Service<axum::http::Request<B>, Response = axum::http::Response<ResBody>>,
+    B: axum::body::HttpBody,
     ResBody: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
     ResBody::Error: Into<axum::BoxError>,
 {
@@ -295,13 +298,21 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: axum::http::Request<B>) -> Self::Future {
         // An unparsable length is hyper's to refuse (it answers 400 before any service runs).
         let declared_too_large = request
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
             .is_some_and(|length| length > self.limits.max_body_bytes);
+        // The limit the body extractors read, set only where there is a body to read (an extension
+        // costs an allocation; most requests are bodiless GETs).
+        if !request.body().is_end_stream() {
+            DefaultBodyLimit::max(
+                usize::try_from(self.limits.max_body_bytes).unwrap_or(usize::MAX),
+            )
+            .apply(&mut request);
+        }
         ProblemsFuture {
             request_id: request.headers().get(REQUEST_ID).cloned(),
             inner: (!declared_too_large).then(|| self.inner.call(request)),
