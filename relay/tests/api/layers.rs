@@ -27,9 +27,21 @@ async fn every_response_carries_a_request_id_and_a_good_one_is_kept() {
             .expect(path)
             .to_str()
             .unwrap();
+        let uuid = uuid::Uuid::parse_str(id)
+            .unwrap_or_else(|e| panic!("{path}: generated ids are UUIDs, got {id}: {e}"));
+        assert_eq!(
+            uuid.get_version_num(),
+            7,
+            "{path}: v7, so ids sort by time: {id}"
+        );
+        let (seconds, _) = uuid.get_timestamp().expect("v7 has a timestamp").to_unix();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         assert!(
-            uuid::Uuid::parse_str(id).is_ok(),
-            "{path}: generated ids are UUIDs, got {id}"
+            seconds.abs_diff(now) < 3600,
+            "{path}: the id's time is now: {id}"
         );
     }
     let kept = app
