@@ -116,8 +116,8 @@ pub struct Config {
     #[arg(long, env = "RELAY_SWEEP_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub sweep_interval: Duration,
 
-    /// Turn logs and metrics off entirely (no request span, no recorder): only for measuring what
-    /// telemetry costs. Never in production.
+    /// Turn logs and metrics off entirely (no request fields or line, no recorder): only for
+    /// measuring what telemetry costs. Never in production.
     #[arg(long, env = "RELAY_NO_TELEMETRY", hide = true, action = clap::ArgAction::SetTrue,
           value_parser = clap::builder::BoolishValueParser::new())]
     pub no_telemetry: bool,

@@ -126,11 +126,11 @@ pub fn build(config: &Config, store: DynStore) -> App {
         )
         .fallback(route_not_found);
     // Two stacks, listed outermost first. `Router::layer` wraps every route in one more box, and each box
-    // costs an allocation and a clone per request, so only what needs the matched route (the request
-    // span and its event) or must be observed by it (problems, limits, the timeout, CORS) is applied per
+    // costs an allocation and a clone per request, so only what needs the matched route (the request's
+    // log fields and its event) or must be observed by it (problems, limits, the timeout, CORS) is applied per
     // route, in one call; the rest wraps the router once, unboxed.
     let per_route = ServiceBuilder::new()
-        // The request span and the response event, around everything that can answer.
+        // The request's log fields and the response event, around everything that can answer.
         // Off (`--no-telemetry`): not applied at all.
         .option_layer((!config.no_telemetry).then(|| ObserveLayer::new(telemetry::request_spans())))
         .option_layer(cors(&config.cors_origins))
@@ -144,7 +144,7 @@ pub fn build(config: &Config, store: DynStore) -> App {
         ));
     let router = router.layer(per_route).with_state(state);
     let service = ServiceBuilder::new()
-        // The request id first: the span, the problem writer and the handlers read it.
+        // The request id first: the log fields, the problem writer and the handlers read it.
         .layer(RequestIdLayer)
         // Compression outside the problem writer, so it compresses the final body.
         .layer(CompressLayer)

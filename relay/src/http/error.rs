@@ -380,7 +380,7 @@ fn finish_problem(request_id: &str, response: Response) -> Response {
     }
     let (mut parts, body) = response.into_parts();
     if let Some(InternalError(reason)) = parts.extensions.remove::<InternalError>() {
-        // Inside the request span: the reason lands next to the request id, never in the response.
+        // Inside the request's scope: the reason lands next to the request id, never in the response.
         RequestFailedInternally { reason: &reason }.emit();
     }
     let pending = parts.extensions.remove::<PendingProblem>();
@@ -395,7 +395,7 @@ fn finish_problem(request_id: &str, response: Response) -> Response {
         Some(p) => (p.code, p.detail),
         None => generic_problem(status),
     };
-    // The request span's `problem` field: on-call can group failures by kind without reading bodies.
+    // The request line's `problem` field: on-call can group failures by kind without reading bodies.
     telemetry::request::record_problem(code);
     let problem = Problem {
         kind: format!("urn:relayops:problem:{code}"),

@@ -34,7 +34,7 @@ pub fn is_valid_request_id(value: &[u8]) -> bool {
 /// anything else runs, and every response carries it back. One hand-written layer rather than
 /// tower-http's set + propagate pair: those format the id into a `String`, copy it again into the header,
 /// and store it in the request's and the response's extensions, six allocations per request that nothing
-/// here reads (the span, the problem writer and the handlers read the header).
+/// here reads (the log fields, the problem writer and the handlers read the header).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RequestIdLayer;
 
