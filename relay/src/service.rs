@@ -115,7 +115,6 @@ impl Messages {
     }
 
     pub async fn get(&self, id: MessageId) -> ApiResult<Arc<SharedMessage>> {
-        let now = now();
         if let Some(cache) = &self.cache {
             match cache.lookup(id, now).await {
                 Some(found) => {
@@ -129,7 +128,7 @@ impl Messages {
         }
         let message = self
             .store
-            .get_message(id, now)
+            .get_message(id, now())
             .await?
             .ok_or(ApiError::MessageNotFound)?;
         let message = SharedMessage::new(message);
@@ -197,13 +196,16 @@ impl MessageCache {
     }
 
     /// `None`: not cached. `Some(None)`: known not to exist (deleted or expired). `Some(Some(m))`: a hit.
+    /// `now` is called only for a message that can expire: most reads need no clock.
     async fn lookup(
         &self,
         id: MessageId,
-        now: DateTime<Utc>,
+        now: impl FnOnce() -> DateTime<Utc>,
     ) -> Option<Option<Arc<SharedMessage>>> {
         match self.entries.get(&id)? {
-            Cached::Present(m) if !m.is_expired_at(now) => Some(Some(m)),
+            Cached::Present(m) if m.expires_at.is_none() || !m.is_expired_at(now()) => {
+                Some(Some(m))
+            }
             Cached::Present(_) | Cached::Deleted => Some(None),
         }
     }
