@@ -34,9 +34,10 @@ import statistics, sys
 sys.path.insert(0, "bench/lib")
 from wrk import summary
 work, rounds, duration, machine = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-rows = {}
+rows, per_round = {}, {}
 for name in ["hello", "relay-telemetry-on", "relay-telemetry-off", "relay-create", "relay-count"]:
     runs = [summary(f"{work}/{name}.{r}.txt") for r in range(1, rounds + 1)]
+    per_round[name] = [run[0] for run in runs]
     rows[name] = [statistics.median(run[i] for run in runs) for i in range(3)] + [sum(run[3] for run in runs)]
 print("# GET by id: relay vs bare axum, telemetry on vs off\n")
 print(f"Measured {machine}. `bench/get-by-id.sh {duration} {rounds}`: release build, wrk 1 thread / 32 connections,")
@@ -52,5 +53,10 @@ hello, on, off = rows["hello"][0], rows["relay-telemetry-on"][0], rows["relay-te
 print(f"\n- relay with full telemetry / bare axum hello-world: **{on / hello:.1%}** (bar: >= 70%)")
 print(f"- telemetry overhead, 1 - on/off: **{1 - on / off:.1%}** (bar: <= 10%)")
 print(f"- creates / hello-world: {rows['relay-create'][0] / hello:.1%}; counts / hello-world: {rows['relay-count'][0] / hello:.1%}")
+# The spread: the same ratios round by round (each round runs the servers back to back).
+by_round = lambda a, b: " ".join(f"{x / y:.0%}" for x, y in zip(per_round[a], per_round[b]))
+print(f"\nRound by round, relay / hello-world: {by_round('relay-telemetry-on', 'hello')}; telemetry on / off: "
+      f"{by_round('relay-telemetry-on', 'relay-telemetry-off')}; hello-world "
+      f"{min(per_round['hello']):,.0f}-{max(per_round['hello']):,.0f} req/s.")
 PY
 cat bench/results/get-by-id.md
