@@ -142,7 +142,7 @@ async fn problem_and_warning_requests(envs: &[(&str, &str)]) -> String {
 }
 
 /// The lines of `stdout` logged for request `id`, each checked to name the request's fields once.
-fn lines_of_request<'a>(stdout: &'a str, id: &str) -> Vec<(&'a str, Value)> {
+fn lines_of_request(stdout: &str, id: &str) -> Vec<Value> {
     stdout
         .lines()
         .filter(|raw| raw.contains(&format!("\"request_id\":\"{id}\"")))
@@ -154,9 +154,17 @@ fn lines_of_request<'a>(stdout: &'a str, id: &str) -> Vec<(&'a str, Value)> {
                     "`{key}` exactly once: {raw}"
                 );
             }
-            (raw, serde_json::from_str(raw).unwrap())
+            serde_json::from_str(raw).unwrap()
         })
         .collect()
+}
+
+/// The line with `message` among `lines` (all of `stdout` shown if there is none).
+fn line_with<'a>(lines: &'a [Value], message: &str, stdout: &str) -> &'a Value {
+    lines
+        .iter()
+        .find(|l| l["message"] == message)
+        .unwrap_or_else(|| panic!("no line `{message}` in: {stdout}"))
 }
 
 #[tokio::test]
@@ -165,27 +173,18 @@ async fn every_line_of_a_request_carries_its_fields_and_its_problem_at_any_level
     for level in ["info", "warn"] {
         let stdout = problem_and_warning_requests(&[("RUST_LOG", level)]).await;
         let refused = lines_of_request(&stdout, "fields-refused");
-        let warning = refused
-            .iter()
-            .find(|(_, l)| l["message"] == "Admin authentication failed.")
-            .unwrap_or_else(|| panic!("the warning carries the request id at {level}: {stdout}"));
-        assert_eq!(warning.1["level"], "WARN");
-        assert_eq!(warning.1["method"], "PUT");
-        assert_eq!(warning.1["route"], "/saved");
+        let warning = line_with(&refused, "Admin authentication failed.", &stdout);
+        assert_eq!(warning["level"], "WARN");
+        assert_eq!(warning["method"], "PUT");
+        assert_eq!(warning["route"], "/saved");
         if level == "info" {
             let missing = lines_of_request(&stdout, "fields-missing");
-            let finished = missing
-                .iter()
-                .find(|(_, l)| l["message"] == "Request finished.")
-                .unwrap_or_else(|| panic!("the request line: {stdout}"));
-            assert_eq!(finished.1["route"], "/messages/{id}");
-            assert_eq!(finished.1["status"], 404);
-            assert_eq!(finished.1["problem"], "message-not-found");
-            let finished = refused
-                .iter()
-                .find(|(_, l)| l["message"] == "Request finished.")
-                .unwrap_or_else(|| panic!("the request line: {stdout}"));
-            assert_eq!(finished.1["problem"], "unauthorized");
+            let finished = line_with(&missing, "Request finished.", &stdout);
+            assert_eq!(finished["route"], "/messages/{id}");
+            assert_eq!(finished["status"], 404);
+            assert_eq!(finished["problem"], "message-not-found");
+            let finished = line_with(&refused, "Request finished.", &stdout);
+            assert_eq!(finished["problem"], "unauthorized");
         } else {
             assert!(
                 !stdout.contains("Request finished."),
@@ -200,17 +199,11 @@ async fn span_directives_select_request_lines_by_their_span() {
     // A span directive: debug lines only inside requests, which are then carried by a tracing span.
     let stdout = problem_and_warning_requests(&[("RUST_LOG", "warn,relay[request]=debug")]).await;
     let missing = lines_of_request(&stdout, "fields-missing");
-    let store = missing
-        .iter()
-        .find(|(_, l)| l["message"] == "Store operation finished.")
-        .unwrap_or_else(|| panic!("debug store lines inside the request span: {stdout}"));
-    assert_eq!(store.1["level"], "DEBUG");
-    assert_eq!(store.1["route"], "/messages/{id}");
-    let finished = missing
-        .iter()
-        .find(|(_, l)| l["message"] == "Request finished.")
-        .unwrap_or_else(|| panic!("info inside the request span: {stdout}"));
-    assert_eq!(finished.1["problem"], "message-not-found");
+    let store = line_with(&missing, "Store operation finished.", &stdout);
+    assert_eq!(store["level"], "DEBUG");
+    assert_eq!(store["route"], "/messages/{id}");
+    let finished = line_with(&missing, "Request finished.", &stdout);
+    assert_eq!(finished["problem"], "message-not-found");
     assert!(
         !stdout.contains("Relay started."),
         "info outside requests stays filtered out: {stdout}"
@@ -219,12 +212,7 @@ async fn span_directives_select_request_lines_by_their_span() {
     let stdout =
         problem_and_warning_requests(&[("RUST_LOG", "warn,relay[no_such_span]=debug")]).await;
     let refused = lines_of_request(&stdout, "fields-refused");
-    assert!(
-        refused
-            .iter()
-            .any(|(_, l)| l["message"] == "Admin authentication failed."),
-        "{stdout}"
-    );
+    line_with(&refused, "Admin authentication failed.", &stdout);
 }
 
 #[tokio::test]
