@@ -185,7 +185,12 @@ impl Message {
 
     /// Expired messages are never returned, even before a store physically removes them.
     pub fn is_expired_at(&self, at: DateTime<Utc>) -> bool {
-        self.expires_at.is_some_and(|expiry| expiry <= at)
+        self.is_expired_by(|| at)
+    }
+
+    /// `is_expired_at`, asking `clock` for the time only if the message can expire at all.
+    pub fn is_expired_by(&self, clock: impl FnOnce() -> DateTime<Utc>) -> bool {
+        self.expires_at.is_some_and(|expiry| expiry <= clock())
     }
 
     /// The time-to-live the message was created (or last updated) with.

@@ -116,7 +116,7 @@ impl Messages {
 
     pub async fn get(&self, id: MessageId) -> ApiResult<Arc<SharedMessage>> {
         if let Some(cache) = &self.cache {
-            match cache.lookup(id, now).await {
+            match cache.lookup(id, now) {
                 Some(found) => {
                     CacheLookup::Hit.emit();
                     let message = found.ok_or(ApiError::MessageNotFound)?;
@@ -133,7 +133,7 @@ impl Messages {
             .ok_or(ApiError::MessageNotFound)?;
         let message = SharedMessage::new(message);
         if let Some(cache) = &self.cache {
-            cache.offer(message.clone()).await;
+            cache.offer(message.clone());
         }
         MessageEvent::Read.emit();
         Ok(message)
@@ -142,7 +142,7 @@ impl Messages {
     pub async fn update(&self, update: MessageUpdate) -> ApiResult<Arc<SharedMessage>> {
         let message = SharedMessage::new(self.store.update_message(&update, now()).await?);
         if let Some(cache) = &self.cache {
-            cache.offer(message.clone()).await;
+            cache.offer(message.clone());
         }
         MessageEvent::Updated.emit();
         Ok(message)
@@ -153,7 +153,7 @@ impl Messages {
         if let Some(cache) = &self.cache {
             // On success and on not-found alike: either way the id must not be served from the cache.
             if matches!(result, Ok(_) | Err(crate::store::StoreError::NotFound)) {
-                cache.tombstone(id).await;
+                cache.tombstone(id);
             }
         }
         let message = result?;
@@ -197,21 +197,19 @@ impl MessageCache {
 
     /// `None`: not cached. `Some(None)`: known not to exist (deleted or expired). `Some(Some(m))`: a hit.
     /// `now` is called only for a message that can expire: most reads need no clock.
-    async fn lookup(
+    fn lookup(
         &self,
         id: MessageId,
         now: impl FnOnce() -> DateTime<Utc>,
     ) -> Option<Option<Arc<SharedMessage>>> {
         match self.entries.get(&id)? {
-            Cached::Present(m) if m.expires_at.is_none() || !m.is_expired_at(now()) => {
-                Some(Some(m))
-            }
+            Cached::Present(m) if !m.is_expired_by(now) => Some(Some(m)),
             Cached::Present(_) | Cached::Deleted => Some(None),
         }
     }
 
     /// Cache `message` unless the cache knows a newer revision or a deletion.
-    async fn offer(&self, message: Arc<SharedMessage>) {
+    fn offer(&self, message: Arc<SharedMessage>) {
         self.entries.entry(message.id).and_compute_with(|existing| {
             match existing.map(|e| e.into_value()) {
                 Some(Cached::Deleted) => Op::Nop,
@@ -221,7 +219,7 @@ impl MessageCache {
         });
     }
 
-    async fn tombstone(&self, id: MessageId) {
+    fn tombstone(&self, id: MessageId) {
         self.entries.insert(id, Cached::Deleted);
     }
 }

@@ -212,16 +212,16 @@ where
             route.as_str(),
             cold_start,
         );
+        // A span the filter turns off would carry nothing: the slot way then.
+        let scope = match self.spans.then(|| fields.span()) {
+            Some(span) if !span.is_disabled() => Scope::Span(span),
+            _ => Scope::Slot(Some(fields)),
+        };
         let mut observed = Observed {
             start,
             method,
             route,
-            // A span the filter turns off would carry nothing: the slot way then.
-            span: self
-                .spans
-                .then(|| fields.span())
-                .filter(|span| !span.is_disabled()),
-            fields: Some(fields),
+            scope,
         };
         if cold_start == Some(true) {
             observed.in_scope(|| ColdStart.emit());
@@ -239,18 +239,24 @@ pub struct Observed {
     start: Instant,
     method: &'static str,
     route: RouteLabel,
-    /// The span way: the request span. `None` in the slot way.
-    span: Option<tracing::Span>,
-    /// The slot way: the fields, moved into this thread's slot while the request is polled.
-    fields: Option<RequestFields>,
+    scope: Scope,
+}
+
+/// How a request's fields reach its log lines (see `telemetry::request`).
+#[derive(Debug)]
+enum Scope {
+    /// The request span, entered while the request is polled.
+    Span(tracing::Span),
+    /// The fields, moved into this thread's slot while the request is polled.
+    Slot(Option<RequestFields>),
 }
 
 impl Observed {
     /// Run `f` with this request's fields on every line it logs.
     fn in_scope<R>(&mut self, f: impl FnOnce() -> R) -> R {
-        match &self.span {
-            Some(span) => span.in_scope(f),
-            None => request::in_scope(&mut self.fields, f),
+        match &mut self.scope {
+            Scope::Span(span) => span.in_scope(f),
+            Scope::Slot(fields) => request::in_scope(fields, f),
         }
     }
 }
