@@ -65,7 +65,10 @@ where
             return;
         };
         let mut members = Vec::with_capacity(128);
-        attrs.record(&mut FieldsVisitor(&mut members));
+        attrs.record(&mut FieldsVisitor {
+            line: &mut members,
+            keys: &[],
+        });
         span.extensions_mut().insert(SpanMembers(members));
     }
 
@@ -75,7 +78,10 @@ where
         };
         let mut extensions = span.extensions_mut();
         if let Some(SpanMembers(members)) = extensions.get_mut::<SpanMembers>() {
-            values.record(&mut FieldsVisitor(members));
+            values.record(&mut FieldsVisitor {
+                line: members,
+                keys: &[],
+            });
         }
     }
 
@@ -112,18 +118,12 @@ impl<W> JsonLayer<W> {
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        let meta = event.metadata();
+        let template = Template::of(event.metadata());
         line.push(b'{');
         line.extend_from_slice(b"\"timestamp\":\"");
         push_timestamp(line, std::time::SystemTime::now());
         line.push(b'"');
-        push_key(line, "level");
-        // `TRACE` … `ERROR`: nothing to escape.
-        line.push(b'"');
-        line.extend_from_slice(meta.level().as_str().as_bytes());
-        line.push(b'"');
-        push_key(line, "target");
-        push_str(line, meta.target());
+        line.extend_from_slice(&template.head);
         line.extend_from_slice(&self.identity);
         super::request::with_current(|request| {
             if let Some(request) = request {
@@ -137,22 +137,109 @@ impl<W> JsonLayer<W> {
                 }
             }
         }
-        event.record(&mut FieldsVisitor(line));
+        event.record(&mut FieldsVisitor {
+            line,
+            keys: &template.keys,
+        });
         line.extend_from_slice(b"}\n");
+    }
+}
+
+/// What every line of one call site shares, rendered once per thread: `,"level":…,"target":…` and the
+/// key of each of its fields (`,"status":`). Events come from a few dozen call sites, so a line copies
+/// these instead of escaping the same level, target and field names again every time.
+struct Template {
+    /// What it was rendered for: records of the `log` crate arrive through shared call sites with
+    /// metadata made on the spot, whose address may be reused for another target or level.
+    callsite: tracing::callsite::Identifier,
+    level: tracing::Level,
+    target: (usize, usize),
+    head: Box<[u8]>,
+    /// By field index (`Field::index`).
+    keys: Box<[Box<[u8]>]>,
+}
+
+/// Past this many templates on a thread (metadata made on the spot, each at a new address), start over.
+const MAX_TEMPLATES: usize = 512;
+
+impl Template {
+    fn of(meta: &tracing::Metadata<'_>) -> std::rc::Rc<Self> {
+        type Templates = rustc_hash::FxHashMap<usize, std::rc::Rc<Template>>;
+        thread_local! {
+            static TEMPLATES: std::cell::RefCell<Templates> = std::cell::RefCell::new(Templates::default());
+        }
+        let address = std::ptr::from_ref(meta) as usize;
+        let cached = TEMPLATES.with(|templates| {
+            templates
+                .try_borrow()
+                .ok()
+                .and_then(|t| t.get(&address).filter(|t| t.renders(meta)).cloned())
+        });
+        if let Some(template) = cached {
+            return template;
+        }
+        let template = std::rc::Rc::new(Self::render(meta));
+        TEMPLATES.with(|templates| {
+            if let Ok(mut templates) = templates.try_borrow_mut() {
+                if templates.len() >= MAX_TEMPLATES {
+                    templates.clear();
+                }
+                templates.insert(address, template.clone());
+            }
+        });
+        template
+    }
+
+    fn renders(&self, meta: &tracing::Metadata<'_>) -> bool {
+        self.callsite == meta.callsite()
+            && self.level == *meta.level()
+            && self.target == (meta.target().as_ptr() as usize, meta.target().len())
+    }
+
+    fn render(meta: &tracing::Metadata<'_>) -> Self {
+        let mut head = Vec::new();
+        push_key(&mut head, "level");
+        push_str(&mut head, meta.level().as_str());
+        push_key(&mut head, "target");
+        push_str(&mut head, meta.target());
+        let keys = meta
+            .fields()
+            .iter()
+            .map(|field| {
+                let mut key = Vec::new();
+                push_key(&mut key, field.name());
+                key.into_boxed_slice()
+            })
+            .collect();
+        Self {
+            callsite: meta.callsite(),
+            level: *meta.level(),
+            target: (meta.target().as_ptr() as usize, meta.target().len()),
+            head: head.into_boxed_slice(),
+            keys,
+        }
     }
 }
 
 /// The current request's fields, in the order the request span records them.
 fn push_request(line: &mut Vec<u8>, request: &super::request::RequestFields) {
-    push_key(line, "request_id");
-    push_str(line, request.request_id());
-    push_key(line, "method");
-    push_str(line, request.method());
-    push_key(line, "route");
-    push_str(line, request.route());
+    line.extend_from_slice(br#","request_id":""#);
+    // Ids are checked or made by the request-id layer, so plain ASCII: copied without a UTF-8 check.
+    match request.request_id_bytes() {
+        id if is_plain_ascii(id) => line.extend_from_slice(id),
+        _ => push_str_contents(line, request.request_id()),
+    }
+    line.extend_from_slice(br#"","method":""#);
+    push_str_contents(line, request.method());
+    line.extend_from_slice(br#"","route":""#);
+    push_str_contents(line, request.route());
+    line.push(b'"');
     if let Some(cold) = request.cold_start() {
-        push_key(line, "cold_start");
-        line.extend_from_slice(if cold { b"true" } else { b"false" });
+        line.extend_from_slice(if cold {
+            br#","cold_start":true"#
+        } else {
+            br#","cold_start":false"#
+        });
     }
     if let Some(problem) = request.problem() {
         push_key(line, "problem");
@@ -177,11 +264,7 @@ fn push_str(line: &mut Vec<u8>, value: &str) {
 
 /// The inside of a JSON string (what goes between the quotes), as serde_json escapes it.
 fn push_str_contents(line: &mut Vec<u8>, value: &str) {
-    // A fold, not `all`: without the early exit the check compiles to vector instructions.
-    let needs_escape = value.bytes().fold(false, |any, b| {
-        any | (b < 0x20) | (b == b'"') | (b == b'\\')
-    });
-    if !needs_escape {
+    if !needs_escape(value.as_bytes()) {
         line.extend_from_slice(value.as_bytes());
     } else if let Ok(quoted) = serde_json::to_string(value) {
         let inside = quoted.get(1..quoted.len().saturating_sub(1));
@@ -189,14 +272,76 @@ fn push_str_contents(line: &mut Vec<u8>, value: &str) {
     }
 }
 
+/// Whether JSON needs any of these bytes escaped: a control character (below 0x20), `"` or `\\`.
+///
+/// Every line runs this over several short strings (ids, route, message, values), so it tests eight
+/// bytes at a time: a byte-at-a-time loop cost about 10 instructions per byte, more than the rest of
+/// the line together.
+fn needs_escape(bytes: &[u8]) -> bool {
+    any_word(bytes, |word| {
+        below(word, 0x20 * ONES) | below(word ^ QUOTES, ONES) | below(word ^ BACKSLASHES, ONES) != 0
+    })
+}
+
+/// Whether every byte is printable ASCII (0x20 to 0x7E) that JSON keeps as it is (not `"` or `\\`):
+/// exactly the text a header value shows as a string, with nothing to escape.
+fn is_plain_ascii(bytes: &[u8]) -> bool {
+    !any_word(bytes, |word| {
+        // Bytes from 0x7F up: their low seven bits plus one carry into the high bit, or it is set.
+        let high = ((word & !HIGHS).wrapping_add(ONES) | word) & HIGHS;
+        below(word, 0x20 * ONES)
+            | below(word ^ QUOTES, ONES)
+            | below(word ^ BACKSLASHES, ONES)
+            | high
+            != 0
+    })
+}
+
+const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+const SPACES: u64 = u64::from_ne_bytes([b' '; 8]);
+const QUOTES: u64 = u64::from_ne_bytes([b'"'; 8]);
+const BACKSLASHES: u64 = u64::from_ne_bytes([b'\\'; 8]);
+
+/// The high bit of each byte of `word` below the byte that `n` repeats (at most 0x80; `ONES` finds zero
+/// bytes). The classic exact test ("determine if a word has a byte less than n"): a borrow may set
+/// more high bits above a real match, never one without a match, so "any" is always right.
+const fn below(word: u64, n: u64) -> u64 {
+    word.wrapping_sub(n) & !word & HIGHS
+}
+
+/// Whether `test` finds something in any eight bytes of `bytes`: whole words, then the last eight
+/// bytes (overlapping the last whole word), or for fewer than eight bytes, the bytes shifted into a
+/// word of spaces (a byte neither test above looks for).
+fn any_word(bytes: &[u8], test: impl Fn(u64) -> bool) -> bool {
+    let load = |eight: &[u8]| {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(eight);
+        u64::from_ne_bytes(word)
+    };
+    let Some(last) = bytes.len().checked_sub(8) else {
+        return test(
+            bytes
+                .iter()
+                .fold(SPACES, |word, &b| word << 8 | u64::from(b)),
+        );
+    };
+    let mut chunks = bytes.chunks_exact(8);
+    if chunks.any(|chunk| test(load(chunk))) {
+        return true;
+    }
+    !chunks.remainder().is_empty() && bytes.get(last..).is_some_and(|tail| test(load(tail)))
+}
+
 /// A JSON number, as serde_json writes it (`null` for NaN and infinities). Exact thousandths below a
 /// billion (every `latency_ms`, see `events::millis`) are written directly: their shortest decimal form
 /// is the integer part, a dot and the thousandths without trailing zeros (at least one digit).
 fn push_f64(line: &mut Vec<u8>, value: f64) {
-    let thousandths = (value * 1000.0).round();
-    if value.is_sign_positive() && thousandths < 1e12 && thousandths / 1000.0 == value {
-        // In range and integral: the conversion is exact.
-        let thousandths = thousandths as u64;
+    let scaled = value * 1000.0;
+    // Rounded by adding a half and truncating: `f64::round` is a libm call on baseline x86-64. Any
+    // candidate works, since it is used only if it is exactly `value` in thousandths.
+    let thousandths = (scaled + 0.5) as u64;
+    if value.is_sign_positive() && scaled < 1e12 && thousandths as f64 / 1000.0 == value {
         let mut digits = [0u8; 20];
         let whole = push_u64_digits(&mut digits, thousandths / 1000);
         line.extend_from_slice(whole);
@@ -291,43 +436,56 @@ fn push_json<T: serde::Serialize + ?Sized>(line: &mut Vec<u8>, value: &T) {
     }
 }
 
-/// Write an event's fields into the line, keeping numbers and booleans typed.
-struct FieldsVisitor<'a>(&'a mut Vec<u8>);
+/// Write an event's or a span's fields into the line, keeping numbers and booleans typed.
+struct FieldsVisitor<'a> {
+    line: &'a mut Vec<u8>,
+    /// Rendered keys by field index (see [`Template`]); a field without one has its key written here.
+    keys: &'a [Box<[u8]>],
+}
+
+impl FieldsVisitor<'_> {
+    fn key(&mut self, field: &Field) {
+        match self.keys.get(field.index()) {
+            Some(key) => self.line.extend_from_slice(key),
+            None => push_key(self.line, field.name()),
+        }
+    }
+}
 
 impl Visit for FieldsVisitor<'_> {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        push_key(self.0, field.name());
-        push_f64(self.0, value);
+        self.key(field);
+        push_f64(self.line, value);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        push_key(self.0, field.name());
-        push_json(self.0, &value);
+        self.key(field);
+        push_json(self.line, &value);
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        push_key(self.0, field.name());
-        push_json(self.0, &value);
+        self.key(field);
+        push_json(self.line, &value);
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        push_key(self.0, field.name());
-        push_json(self.0, &value);
+        self.key(field);
+        push_json(self.line, &value);
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        push_key(self.0, field.name());
-        push_str(self.0, value);
+        self.key(field);
+        push_str(self.line, value);
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        push_key(self.0, field.name());
-        push_json(self.0, &value.to_string());
+        self.key(field);
+        push_json(self.line, &value.to_string());
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        push_key(self.0, field.name());
-        push_debug(self.0, value);
+        self.key(field);
+        push_debug(self.line, value);
     }
 }
 
@@ -357,6 +515,99 @@ mod tests {
                 "{value:?}"
             );
         }
+    }
+
+    #[test]
+    fn word_at_a_time_checks_agree_with_byte_at_a_time_ones() {
+        let escape = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
+        let plain = |b: u8| (0x20..=0x7e).contains(&b) && !escape(b);
+        // Fillers next to the bytes searched for (space, `!`, `#`, `[`, `]`, `~`) and, for the escape
+        // check, bytes of UTF-8 text: a one-byte difference must never hide or fake a match.
+        for filler in [b'a', b' ', b'!', b'#', b'[', b']', b'~', 0x80, 0xc3, 0xff] {
+            for len in 0..=25usize {
+                let text = vec![filler; len];
+                assert!(!needs_escape(&text), "{filler:#04x} x {len}");
+                assert_eq!(is_plain_ascii(&text), text.iter().all(|&b| plain(b)));
+                for at in 0..len {
+                    for byte in 0..=255u8 {
+                        let mut bytes = text.clone();
+                        bytes[at] = byte;
+                        assert_eq!(
+                            needs_escape(&bytes),
+                            bytes.iter().any(|&b| escape(b)),
+                            "{byte:#04x} at {at} of {len} among {filler:#04x}"
+                        );
+                        assert_eq!(
+                            is_plain_ascii(&bytes),
+                            bytes.iter().all(|&b| plain(b)),
+                            "{byte:#04x} at {at} of {len} among {filler:#04x}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn templates_follow_the_metadata_they_were_made_for() {
+        use tracing::Level;
+        use tracing::callsite::{Callsite, Identifier};
+        use tracing::field::FieldSet;
+        use tracing::metadata::{Kind, Metadata};
+        use tracing::subscriber::Interest;
+
+        /// A call site shared by records made on the spot, as the `log` crate's records arrive.
+        struct Shared;
+        impl Callsite for Shared {
+            fn set_interest(&self, _: Interest) {}
+            fn metadata(&self) -> &Metadata<'_> {
+                &STATIC
+            }
+        }
+        static SHARED: Shared = Shared;
+        static STATIC: Metadata<'static> = Metadata::new(
+            "event",
+            "static",
+            Level::INFO,
+            None,
+            None,
+            None,
+            FieldSet::new(&["message"], Identifier(&SHARED)),
+            Kind::EVENT,
+        );
+        let text = |bytes: &[u8]| String::from_utf8(bytes.to_vec()).unwrap();
+        // Made in turn at one stack address, so the cache sees the same key with other contents.
+        for (target, level) in [
+            ("first::target", Level::INFO),
+            ("second \"quoted\"", Level::INFO),
+            ("second \"quoted\"", Level::WARN),
+            ("first::target", Level::INFO),
+        ] {
+            let target = target.to_owned();
+            let meta = Metadata::new(
+                "event",
+                &target,
+                level,
+                None,
+                None,
+                None,
+                FieldSet::new(&["message", "log.target"], Identifier(&SHARED)),
+                Kind::EVENT,
+            );
+            let template = Template::of(&meta);
+            assert_eq!(
+                text(&template.head),
+                format!(
+                    r#","level":"{level}","target":{}"#,
+                    serde_json::to_string(&target).unwrap()
+                )
+            );
+            let keys: Vec<String> = template.keys.iter().map(|k| text(k)).collect();
+            assert_eq!(keys, [r#","message":"#, r#","log.target":"#]);
+        }
+        let template = Template::of(&STATIC);
+        assert_eq!(text(&template.head), r#","level":"INFO","target":"static""#);
+        assert_eq!(template.keys.len(), 1);
     }
 
     #[test]

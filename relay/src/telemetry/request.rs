@@ -12,7 +12,7 @@
 //! Must never: leave one request's fields in the slot while another request (or none) is polled, or
 //! lose the fields of a request when its future panics.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 
 use axum::http::HeaderValue;
 
@@ -28,7 +28,7 @@ pub struct RequestFields {
 
 thread_local! {
     /// The fields of the request whose future this thread is polling, if any.
-    static CURRENT: Cell<Option<RequestFields>> = const { Cell::new(None) };
+    static CURRENT: RefCell<Option<RequestFields>> = const { RefCell::new(None) };
 }
 
 impl RequestFields {
@@ -53,6 +53,11 @@ impl RequestFields {
             .as_ref()
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
+    }
+
+    /// The request id's bytes as they came (empty if the request had none).
+    pub fn request_id_bytes(&self) -> &[u8] {
+        self.request_id.as_ref().map_or(&[], |v| v.as_bytes())
     }
 
     pub fn method(&self) -> &'static str {
@@ -89,43 +94,55 @@ impl RequestFields {
     }
 }
 
-/// Run `f` with the fields in `slot` as the current request's. They are moved into this thread's slot
-/// for the call and back into `slot` after it (also when `f` panics), with whatever was current before
-/// restored, so changes made inside (a recorded problem) stay with the request.
+/// Run `f` with the fields in `slot` as the current request's. They are swapped into this thread's
+/// slot for the call and back into `slot` after it (also when `f` panics), with whatever was current
+/// before restored, so changes made inside (a recorded problem) stay with the request.
 pub fn in_scope<R>(slot: &mut Option<RequestFields>, f: impl FnOnce() -> R) -> R {
+    /// Swaps the two back when dropped: `slot` holds what was current while `f` runs.
     struct Restore<'a> {
         slot: &'a mut Option<RequestFields>,
-        previous: Option<RequestFields>,
     }
     impl Drop for Restore<'_> {
         fn drop(&mut self) {
-            *self.slot = CURRENT.with(|current| current.replace(self.previous.take()));
+            swap_current(self.slot);
         }
     }
-    let previous = CURRENT.with(|current| current.replace(slot.take()));
-    let _restore = Restore { slot, previous };
+    // Only a `with_current` callback could hold the slot now, and none polls a request: should one
+    // ever, `f` runs without these fields rather than panicking.
+    if !swap_current(slot) {
+        return f();
+    }
+    let _restore = Restore { slot };
     f()
+}
+
+/// Swap `fields` with this thread's current ones; `false` if the slot is in use.
+fn swap_current(fields: &mut Option<RequestFields>) -> bool {
+    CURRENT.with(|current| match current.try_borrow_mut() {
+        Ok(mut current) => {
+            std::mem::swap(fields, &mut current);
+            true
+        }
+        Err(_) => false,
+    })
 }
 
 /// Call `f` with the current request's fields, if this thread is serving one (the fields way).
 pub fn with_current<R>(f: impl FnOnce(Option<&RequestFields>) -> R) -> R {
-    CURRENT.with(|current| {
-        let fields = current.take();
-        let result = f(fields.as_ref());
-        current.set(fields);
-        result
+    CURRENT.with(|current| match current.try_borrow() {
+        Ok(fields) => f(fields.as_ref()),
+        Err(_) => f(None),
     })
 }
 
 /// Record the kind of problem the current request ends with, as its `problem` field.
 pub fn record_problem(code: &'static str) {
-    let recorded = CURRENT.with(|current| match current.take() {
-        Some(mut fields) => {
+    let recorded = CURRENT.with(|current| match current.try_borrow_mut().as_deref_mut() {
+        Ok(Some(fields)) => {
             fields.problem = Some(code);
-            current.set(Some(fields));
             true
         }
-        None => false,
+        _ => false,
     });
     if !recorded {
         tracing::Span::current().record("problem", code);
