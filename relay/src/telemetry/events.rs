@@ -174,16 +174,35 @@ pub struct HttpResponseSent {
     pub latency: Duration,
 }
 
+/// The target of the lines events write, which `RUST_LOG` directives name.
+pub const TARGET: &str = module_path!();
+
 impl Event for HttpResponseSent {
     fn emit(self) {
+        const FINISHED: &str = "Request finished.";
+        const FAILED: &str = "Request failed.";
+        // Metrics first: their atomic updates then do not wait for the line's stores to reach memory.
+        handles::record_request(self.route, self.method, self.status, self.latency);
         let latency_ms = millis(self.latency);
         let status = self.status.as_u16();
-        if self.status.is_server_error() {
-            tracing::error!(message = "Request failed.", status, latency_ms);
-        } else {
-            tracing::info!(message = "Request finished.", status, latency_ms);
+        let failed = self.status.is_server_error();
+        // Where logging installed the direct writer of request lines, it writes (or filters) the line
+        // (see `format::RequestLines`); otherwise, or inside a span, the tracing event does.
+        let handled = super::request_lines().is_some_and(|lines| {
+            lines.write(
+                failed,
+                if failed { FAILED } else { FINISHED },
+                status,
+                latency_ms,
+            )
+        });
+        if !handled {
+            if failed {
+                tracing::error!(message = FAILED, status, latency_ms);
+            } else {
+                tracing::info!(message = FINISHED, status, latency_ms);
+            }
         }
-        handles::record_request(self.route, self.method, self.status, self.latency);
     }
 }
 

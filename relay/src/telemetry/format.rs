@@ -3,6 +3,10 @@
 //! served (`request_id`, `method`, `route`, …; see [`super::request`]) and of every enclosing span, and
 //! the event's own fields.
 //!
+//! Two writers, one format: [`JsonLayer`] writes every tracing event; [`RequestLines`] writes the line
+//! that closes each request without a tracing event where the layer would be its only reader, in the
+//! same bytes (a test compares them), since that line is most of what logging costs.
+//!
 //! Flat, not nested: Logs Insights and jq queries read `request_id`, not `span.request_id`.
 //! Must never: drop a field silently, or emit anything but exactly one line per event.
 
@@ -119,17 +123,7 @@ impl<W> JsonLayer<W> {
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
         let template = Template::of(event.metadata());
-        line.push(b'{');
-        line.extend_from_slice(b"\"timestamp\":\"");
-        push_timestamp(line, std::time::SystemTime::now());
-        line.push(b'"');
-        line.extend_from_slice(&template.head);
-        line.extend_from_slice(&self.identity);
-        super::request::with_current(|request| {
-            if let Some(request) = request {
-                push_request(line, request);
-            }
-        });
+        start_line(line, &template.head, &self.identity);
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope.from_root() {
                 if let Some(SpanMembers(members)) = span.extensions().get::<SpanMembers>() {
@@ -142,6 +136,95 @@ impl<W> JsonLayer<W> {
             keys: &template.keys,
         });
         line.extend_from_slice(b"}\n");
+    }
+}
+
+/// The start of every line: `{"timestamp":"…"`, the level and target members (`head`), the identity
+/// members and the current request's fields.
+fn start_line(line: &mut Vec<u8>, head: &[u8], identity: &[u8]) {
+    line.extend_from_slice(b"{\"timestamp\":\"");
+    push_timestamp(line, std::time::SystemTime::now());
+    line.push(b'"');
+    line.extend_from_slice(head);
+    line.extend_from_slice(identity);
+    super::request::with_current(|request| {
+        if let Some(request) = request {
+            push_request(line, request);
+        }
+    });
+}
+
+/// The line that closes a request (`message`, `status`, `latency_ms`), written straight to the log
+/// writer instead of through a tracing event, where nothing but the JSON layer would read that event
+/// (JSON lines, request fields in the slot, a `Targets` filter, no span entered: see
+/// `telemetry::init_logging`).
+///
+/// Why: that line is written for every request, and a tracing event spent more on itself than on the
+/// line: dispatch, a filter pass, a template lookup and a visitor call per field, most of it on cold
+/// caches between requests (measured: see the README's benchmarks). Its bytes are exactly those the layer
+/// writes for the same event, which a test checks, and the filter decides as it would for the event.
+pub struct RequestLines {
+    /// `,"level":"INFO","target":…` and the identity members, for requests that finished; `None` when
+    /// the filter turns their lines off.
+    finished: Option<Vec<u8>>,
+    /// The same at `ERROR`, for requests that failed (5xx).
+    failed: Option<Vec<u8>>,
+    writer: super::paced::PacedWriter,
+}
+
+impl RequestLines {
+    /// Lines as the JSON layer with `identity` would write events of `target` that `filter` lets
+    /// through, to `writer`. `Targets` decides by target and level alone, so once, here.
+    pub fn new(
+        identity: &Identity,
+        target: &str,
+        filter: &tracing_subscriber::filter::Targets,
+        writer: super::paced::PacedWriter,
+    ) -> Self {
+        let identity = JsonLayer::new(identity.clone(), ()).identity;
+        let head = |level: tracing::Level| {
+            filter.would_enable(target, &level).then(|| {
+                let mut head = Vec::new();
+                push_key(&mut head, "level");
+                push_str(&mut head, level.as_str());
+                push_key(&mut head, "target");
+                push_str(&mut head, target);
+                head.extend_from_slice(&identity);
+                head
+            })
+        };
+        Self {
+            finished: head(tracing::Level::INFO),
+            failed: head(tracing::Level::ERROR),
+            writer,
+        }
+    }
+
+    /// Write the line of a request that finished (`failed`: with a 5xx, at `ERROR`), unless the filter
+    /// turns it off. `false`, writing nothing, inside a span: the line would lack the span's fields, so
+    /// the caller logs it through tracing.
+    pub fn write(&self, failed: bool, message: &str, status: u16, latency_ms: f64) -> bool {
+        let Some(head) = (if failed { &self.failed } else { &self.finished }) else {
+            return true;
+        };
+        let in_span =
+            tracing::dispatcher::get_default(|dispatch| dispatch.current_span().id().is_some());
+        if in_span {
+            return false;
+        }
+        with_scratch(|line| {
+            start_line(line, head, &[]);
+            line.extend_from_slice(br#","message":"#);
+            push_str(line, message);
+            line.extend_from_slice(br#","status":"#);
+            push_json(line, &status);
+            line.extend_from_slice(br#","latency_ms":"#);
+            push_f64(line, latency_ms);
+            line.extend_from_slice(b"}\n");
+            // Nowhere to report a failed log write; the relay goes on.
+            let _ = self.writer.make_writer().write_all(line);
+        });
+        true
     }
 }
 
@@ -608,6 +691,126 @@ mod tests {
         let template = Template::of(&STATIC);
         assert_eq!(text(&template.head), r#","level":"INFO","target":"static""#);
         assert_eq!(template.keys.len(), 1);
+    }
+
+    #[test]
+    fn request_lines_are_the_bytes_the_layer_writes_for_the_same_event() {
+        use std::io;
+        use std::sync::{Arc, Mutex};
+
+        use axum::http::HeaderValue;
+        use tracing_subscriber::layer::SubscriberExt;
+
+        use crate::telemetry::paced::paced;
+        use crate::telemetry::request::{RequestFields, in_scope, record_problem};
+
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl io::Write for Sink {
+            fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        const TARGET: &str = "relay::telemetry::events";
+        let identity = Identity {
+            service: "relay",
+            version: "9.9.9",
+            env: "env \"quoted\"".into(),
+        };
+        let (direct, layer) = (Sink::default(), Sink::default());
+        let hour = Duration::from_secs(3600);
+        let (direct_writer, direct_flusher) = paced(direct.clone(), hour).unwrap();
+        let (layer_writer, layer_flusher) = paced(layer.clone(), hour).unwrap();
+        let everything =
+            tracing_subscriber::filter::Targets::new().with_default(tracing::Level::TRACE);
+        let lines = RequestLines::new(&identity, TARGET, &everything, direct_writer);
+        // Filtered as the event would be: at `warn`, failures only.
+        let quiet_sink = Sink::default();
+        let (quiet_writer, quiet_flusher) = paced(quiet_sink.clone(), hour).unwrap();
+        let warn: tracing_subscriber::filter::Targets = "warn".parse().unwrap();
+        let quiet = RequestLines::new(&identity, TARGET, &warn, quiet_writer);
+        let subscriber =
+            tracing_subscriber::registry().with(JsonLayer::new(identity, layer_writer));
+        tracing::subscriber::with_default(subscriber, || {
+            let cases = [
+                (false, 200u16, 0.012, None, None, "Request finished."),
+                (
+                    false,
+                    404,
+                    3.5,
+                    Some("message-not-found"),
+                    Some(false),
+                    "Request finished.",
+                ),
+                (
+                    true,
+                    503,
+                    1234.567,
+                    Some("store-unavailable"),
+                    Some(true),
+                    "Request failed.",
+                ),
+            ];
+            for (failed, status, latency_ms, problem, cold_start, message) in cases {
+                let id = HeaderValue::from_static("01a23114-f80b-7175-bcb5-17e3cbded2e7");
+                let mut fields = Some(RequestFields::new(
+                    Some(id),
+                    "GET",
+                    "/messages/{id}",
+                    cold_start,
+                ));
+                in_scope(&mut fields, || {
+                    if let Some(problem) = problem {
+                        record_problem(problem);
+                    }
+                    assert!(lines.write(failed, message, status, latency_ms));
+                    assert!(quiet.write(failed, message, status, latency_ms));
+                    if failed {
+                        tracing::error!(target: TARGET, message, status, latency_ms);
+                    } else {
+                        tracing::info!(target: TARGET, message, status, latency_ms);
+                    }
+                });
+            }
+            let span = tracing::info_span!("outer", k = 1);
+            let _entered = span.enter();
+            assert!(
+                !lines.write(false, "Request finished.", 200, 1.0),
+                "inside a span the caller logs through tracing"
+            );
+        });
+        drop((direct_flusher, layer_flusher, quiet_flusher));
+        let text = |sink: &Sink| String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let quiet = text(&quiet_sink);
+        assert_eq!(quiet.lines().count(), 1, "{quiet}");
+        assert!(quiet.contains(r#""level":"ERROR""#), "{quiet}");
+        let (direct, layer) = (text(&direct), text(&layer));
+        // The timestamps differ by the time between the two writes; everything else is equal.
+        let masked = |text: &str| -> Vec<String> {
+            text.lines()
+                .map(|line| format!("{}T{}", &line[..14], &line[41..]))
+                .collect()
+        };
+        assert_eq!(masked(&direct), masked(&layer));
+        let parsed: Vec<serde_json::Value> = direct
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(parsed.len(), 3, "{direct}");
+        assert_eq!(parsed[0]["level"], "INFO");
+        assert_eq!(parsed[0]["latency_ms"], 0.012);
+        assert_eq!(parsed[1]["problem"], "message-not-found");
+        assert_eq!(parsed[1]["cold_start"], false);
+        assert_eq!(parsed[2]["level"], "ERROR");
+        assert_eq!(parsed[2]["message"], "Request failed.");
+        assert_eq!(parsed[2]["status"], 503);
+        assert_eq!(parsed[2]["cold_start"], true);
+        assert_eq!(parsed[2]["env"], "env \"quoted\"");
+        assert_eq!(parsed[2]["target"], TARGET);
     }
 
     #[test]

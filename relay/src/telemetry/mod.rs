@@ -61,30 +61,35 @@ pub fn init_logging(format: LogFormat, env: &str, runtime: Runtime) -> LogGuard 
         Runtime::Server => paced::paced(std::io::stdout(), paced::FLUSH_INTERVAL).ok(),
         Runtime::Lambda => None,
     };
+    // The span way of carrying request fields where something reads spans: the pretty format shows
+    // them, and span or field directives (only `EnvFilter` has them) match on them.
+    let spans = format == LogFormat::Pretty || env_filter.is_some();
+    REQUEST_SPANS.store(spans, Ordering::Relaxed);
+    let identity = format::Identity {
+        service: SERVICE,
+        version: VERSION,
+        env: env.to_owned(),
+    };
     let (writer, flusher) = match paced {
-        Some((sink, flusher)) => (LogWriter::Paced(sink), Some(flusher)),
+        Some((sink, flusher)) => {
+            // Where the JSON layer is the only reader of the request line's event, the line is written
+            // directly (see `format::RequestLines`).
+            if let (LogFormat::Json, false, Some(targets)) = (format, spans, &targets) {
+                let lines =
+                    format::RequestLines::new(&identity, events::TARGET, targets, sink.clone());
+                let _ = REQUEST_LINES.set(lines);
+            }
+            (LogWriter::Paced(sink), Some(flusher))
+        }
         // Lambda, or no thread could be started for the ticker: each line straight to stdout.
         None => (LogWriter::Stdout, None),
     };
-    // The span way of carrying request fields where something reads spans: the pretty format shows
-    // them, and span or field directives (only `EnvFilter` has them) match on them.
-    REQUEST_SPANS.store(
-        format == LogFormat::Pretty || env_filter.is_some(),
-        Ordering::Relaxed,
-    );
     let filtered = tracing_subscriber::registry()
         .with(targets)
         .with(env_filter);
     let result = match format {
         LogFormat::Json => filtered
-            .with(format::JsonLayer::new(
-                format::Identity {
-                    service: SERVICE,
-                    version: VERSION,
-                    env: env.to_owned(),
-                },
-                writer,
-            ))
+            .with(format::JsonLayer::new(identity, writer))
             .try_init(),
         LogFormat::Pretty => filtered
             .with(
@@ -215,6 +220,13 @@ fn describe_all() {
             Kind::Histogram => metrics::describe_histogram!(spec.name, unit, spec.help),
         }
     }
+}
+
+static REQUEST_LINES: OnceLock<format::RequestLines> = OnceLock::new();
+
+/// The direct writer of request lines, where logging installed one (see [`format::RequestLines`]).
+pub fn request_lines() -> Option<&'static format::RequestLines> {
+    REQUEST_LINES.get()
 }
 
 static REQUEST_SPANS: AtomicBool = AtomicBool::new(false);

@@ -37,7 +37,8 @@ fn lock(buffer: &Mutex<Vec<u8>>) -> MutexGuard<'_, Vec<u8>> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Where log lines are written: `make_writer` hands out a cheap handle per line.
+/// Where log lines are written: `make_writer` hands out a cheap handle per line. Clones share the buffer.
+#[derive(Clone)]
 pub struct PacedWriter {
     shared: Arc<Shared>,
 }
