@@ -1,57 +1,92 @@
 #!/usr/bin/env bash
 # Question: how much server CPU does one GET /messages/{id} cost: relay with full telemetry, relay with
 # telemetry off, and a bare axum hello-world built in the same run? Throughput on a shared VM moves with
-# its neighbours; the server's own CPU time per request (perf task-clock / requests served) moves less,
-# so this is the steadier view of the same ratios as bench/get-by-id.sh. Loopback only; about 2 minutes.
-# Usage: bench/cpu-per-request.sh [SECONDS_PER_RUN (5)] [ROUNDS (4)]. Writes bench/results/cpu-per-request.md.
+# its neighbours from one run to the next (see bench/get-by-id.sh), so here two servers at a time are
+# loaded together, sharing core 0 (the scheduler splits it between them), and each one's CPU time (from
+# /proc/PID/task/*/schedstat) is divided by the requests it served: whatever the machine does to one of
+# the pair, it does to the other. Pairs: relay on + off (telemetry overhead), relay on + hello-world, and
+# relay off + a second relay off as a control, which shows how far the method reads two identical servers
+# apart. Fresh processes every round; the two load generators start in alternating order. Loopback
+# only; about 4 minutes.
+# Usage: bench/cpu-per-request.sh [SECONDS_PER_RUN (4)] [ROUNDS (15)]. Writes bench/results/cpu-per-request.md.
 source "$(dirname "$0")/lib/common.sh"
-duration=${1:-5}
-rounds=${2:-4}
+duration=${1:-4}
+rounds=${2:-15}
 need_wrk
-need_tool perf linux-perf
-start_hello_and_relays
+build_get_servers
 
-declare -A urls=(
-  [hello]="http://127.0.0.1:$p_hello/"
-  [relay-telemetry-on]="http://127.0.0.1:$p_on/messages/$(create_message "$p_on")"
-  [relay-telemetry-off]="http://127.0.0.1:$p_off/messages/$(create_message "$p_off")"
-)
-declare -A server=([hello]=$pid_hello [relay-telemetry-on]=$pid_on [relay-telemetry-off]=$pid_off)
-order=(hello relay-telemetry-on relay-telemetry-off)
-for name in "${order[@]}"; do taskset -c 1 wrk -t1 -c32 -d2s "${urls[$name]}" >/dev/null; done  # warm-up
-for round in $(seq 1 "$rounds"); do
-  for name in "${order[@]}"; do
-    # The count covers the whole load run: the server is idle before and after it.
-    perf stat -e task-clock -x, -p "${server[$name]}" -o "$work/$name.$round.cpu" -- sleep $((duration + 1)) &
-    counting=$!; sleep 0.3
-    taskset -c 1 wrk -t1 -c32 -d"${duration}s" "${urls[$name]}" >"$work/$name.$round.txt"
-    wait "$counting"
-    echo "round $round $name: $(wrk_summary "$work/$name.$round.txt")"
+pairs=("relay-telemetry-on relay-telemetry-off" "relay-telemetry-on hello" "relay-telemetry-off relay-control")
+# cpu_ns PID: CPU time of all the process's threads so far, in nanoseconds.
+cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ns += $1} END {printf "%.0f", ns}'; }
+# load SECONDS OUT NAME...: one wrk per server, all at once on core 1, output in $work/NAME.OUT.txt.
+load() {
+  local seconds=$1 out=$2 name loaders=()
+  shift 2
+  for name in "$@"; do
+    taskset -c 1 wrk -t1 -c32 -d"${seconds}s" "${url[$name]}" >"$work/$name.$out.txt" &
+    loaders+=($!)
   done
+  wait "${loaders[@]}"
+}
+declare -A before
+for round in $(seq 1 "$rounds"); do
+  line="round $round:"
+  for p in "${!pairs[@]}"; do
+    read -r -a pair <<<"${pairs[$p]}"
+    for name in "${pair[@]}"; do start_server "$name" "$round"; done
+    load 1 warm "${pair[@]}"
+    for name in "${pair[@]}"; do before[$name]=$(cpu_ns "${pid[$name]}"); done
+    if [ $((round % 2)) -eq 0 ]; then load "$duration" "$p.$round" "${pair[1]}" "${pair[0]}"; else load "$duration" "$p.$round" "${pair[@]}"; fi
+    for name in "${pair[@]}"; do
+      requests=$(awk '/requests in/ {print $1}' "$work/$name.$p.$round.txt")
+      echo "$requests $(( $(cpu_ns "${pid[$name]}") - ${before[$name]} ))" >"$work/$name.$p.$round.cpu"
+      line="$line $name $(awk '{printf "%.2f", $2 / $1 / 1000}' "$work/$name.$p.$round.cpu")"
+    done
+    stop_servers "${pair[@]}"
+    line="$line |"
+  done
+  echo "$line µs per request"
 done
 
 python3 - "$work" "$rounds" "$duration" "$(machine)" > bench/results/cpu-per-request.md <<'PY'
-import re, statistics, sys
+import statistics, sys
 work, rounds, duration, machine = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-names = ["hello", "relay-telemetry-on", "relay-telemetry-off"]
-micros = {}
-for name in names:
-    per_round = []
+pairs = [("relay-telemetry-on", "relay-telemetry-off"), ("relay-telemetry-on", "hello"),
+         ("relay-telemetry-off", "relay-control")]
+
+def micros(name, pair):
+    out = []
     for r in range(1, rounds + 1):
-        requests = int(re.search(r"(\d+) requests in", open(f"{work}/{name}.{r}.txt").read()).group(1))
-        cpu_ms = next(float(l.split(",")[0]) for l in open(f"{work}/{name}.{r}.cpu") if "task-clock" in l)
-        per_round.append(cpu_ms * 1000 / requests)
-    micros[name] = per_round
+        requests, ns = (int(x) for x in open(f"{work}/{name}.{pair}.{r}.cpu").read().split())
+        out.append(ns / requests / 1000)
+    return out
+
+def spread(values):
+    q = statistics.quantiles(values, n=4)
+    return (f"**{statistics.median(values):.1%}** (middle half {q[0]:.1%} to {q[2]:.1%}; "
+            f"all rounds {min(values):.1%} to {max(values):.1%})")
+
+runs = {(name, p): micros(name, p) for p, pair in enumerate(pairs) for name in pair}
+ratio = lambda p, a, b: [x / y for x, y in zip(runs[(a, p)], runs[(b, p)])]
 print("# Server CPU per GET by id: relay vs bare axum, telemetry on vs off\n")
-print(f"Measured {machine}. `bench/cpu-per-request.sh {duration} {rounds}`: release build, wrk 1 thread / 32 connections,")
-print(f"{duration} s per run, {rounds} interleaved rounds; servers on core 0, wrk on core 1; loopback. CPU is the server")
-print("process's task-clock over the whole run (`perf stat`) divided by the requests wrk completed.\n")
-print("| server | CPU µs per request, median | min | all rounds |\n|---|---:|---:|---|")
-for name in names:
-    v = micros[name]
-    print(f"| {name} | {statistics.median(v):.2f} | {min(v):.2f} | {' '.join(f'{x:.2f}' for x in v)} |")
-hello, on, off = (statistics.median(micros[n]) for n in names)
-print(f"\n- relay with full telemetry as a share of hello-world's throughput per CPU: **{hello / on:.1%}** (bar: >= 70%)")
-print(f"- telemetry overhead, 1 - off/on: **{1 - off / on:.1%}** (bar: <= 10%)")
+print(f"Measured {machine}. `bench/cpu-per-request.sh {duration} {rounds}`: release build. Two servers at a time,")
+print(f"loaded together for {duration} s (wrk 1 thread / 32 connections each, both on core 1; both servers on core 0),")
+print(f"three pairs per round, {rounds} rounds, fresh processes for every pair. CPU is each server process's own")
+print("CPU time over the run (`/proc/PID/task/*/schedstat`) divided by the requests its wrk completed. Telemetry")
+print("on: a JSON line per request to a file and Prometheus metrics; off: `RELAY_NO_TELEMETRY=1`. relay-control is")
+print("a second telemetry-off relay. Sharing a core costs each server some cache, so the figures sit above those")
+print("of a server running alone; the ratios are what this measures.\n")
+print("| pair | server | CPU µs per request, median | min | max |\n|---|---|---:|---:|---:|")
+for p, pair in enumerate(pairs):
+    for name in pair:
+        v = runs[(name, p)]
+        print(f"| {p + 1} | {name} | {statistics.median(v):.2f} | {min(v):.2f} | {max(v):.2f} |")
+print("\nRatios are taken within each pair's run, then summarised over the rounds:\n")
+print(f"- telemetry overhead, 1 - off/on (pair 1): "
+      f"{spread([1 - r for r in ratio(0, 'relay-telemetry-off', 'relay-telemetry-on')])} (bar: <= 10%)")
+print(f"- relay with full telemetry as a share of hello-world's requests per CPU second (pair 2): "
+      f"{spread(ratio(1, 'hello', 'relay-telemetry-on'))} (bar: >= 70%)")
+print(f"- control, two identical telemetry-off relays, control/off - 1 (pair 3): "
+      f"{spread([r - 1 for r in ratio(2, 'relay-control', 'relay-telemetry-off')])}")
 PY
 cat bench/results/cpu-per-request.md

@@ -43,18 +43,52 @@ wrk.body = '{"message":"$bench_text"}'
 LUA
 }
 
-# start_hello_and_relays: build and start, on core 0, the bare axum hello-world and two relays (SQLite,
-# rate limiting off): full telemetry and `RELAY_NO_TELEMETRY`. Sets p_hello/p_on/p_off (ports) and
-# pid_hello/pid_on/pid_off, and returns once all three answer. The load generator goes on core 1, so
-# servers and load do not fight over one core.
-start_hello_and_relays() {
-  build_relay --example hello
-  local hello=$target_dir/release/examples/hello
-  p_hello=$(free_port); p_on=$(free_port); p_off=$(free_port)
-  taskset -c 0 "$hello" "127.0.0.1:$p_hello" >/dev/null 2>&1 & pid_hello=$!; pids+=($pid_hello)
-  RELAY_LISTEN=127.0.0.1:$p_on RELAY_STORE=sqlite:$work/on.db RELAY_RATE_LIMIT=0 RUST_LOG=info \
-    taskset -c 0 "$relay" >"$work/on.log" 2>&1 & pid_on=$!; pids+=($pid_on)
-  RELAY_LISTEN=127.0.0.1:$p_off RELAY_STORE=sqlite:$work/off.db RELAY_RATE_LIMIT=0 RELAY_NO_TELEMETRY=1 \
-    taskset -c 0 "$relay" >"$work/off.log" 2>&1 & pid_off=$!; pids+=($pid_off)
-  wait_up "http://127.0.0.1:$p_hello/"; wait_up "http://127.0.0.1:$p_on/readyz"; wait_up "http://127.0.0.1:$p_off/readyz"
+# The servers the GET-by-id benchmarks compare, by name (each on core 0; the load generator goes on core
+# 1, so servers and load do not fight over one core):
+#   hello               the bare axum hello-world (relay/examples/hello.rs), GET /
+#   relay-telemetry-on  the relay (SQLite, rate limiting off) with full telemetry: a JSON line per request
+#                       to a file, Prometheus metrics; GET /messages/{id}
+#   relay-telemetry-off the same relay with RELAY_NO_TELEMETRY=1 (no log lines, no metrics recorder)
+#   relay-control       a second telemetry-off relay: its ratio to relay-telemetry-off shows what the
+#                       method itself reads into two identical servers
+# Benchmarks start fresh processes every round: where the allocator and the loader put things differs
+# from one process to the next, and moves one process's figures by a few percent for its whole life.
+build_get_servers() { build_relay --example hello; }
+
+declare -A port pid url
+# start_server NAME ROUND: start server NAME on core 0 and store one message in it; sets port[NAME],
+# pid[NAME] and url[NAME] (what the benchmark GETs). Returns once it answers.
+start_server() {
+  local name=$1 round=$2
+  port[$name]=$(free_port)
+  case $name in
+    hello)
+      taskset -c 0 "$target_dir/release/examples/hello" "127.0.0.1:${port[$name]}" >/dev/null 2>&1 &
+      ;;
+    relay-telemetry-on)
+      RELAY_LISTEN=127.0.0.1:${port[$name]} RELAY_STORE=sqlite:$work/$name.$round.db RELAY_RATE_LIMIT=0 \
+        RUST_LOG=info taskset -c 0 "$relay" >"$work/$name.log" 2>&1 &
+      ;;
+    relay-telemetry-off | relay-control)
+      RELAY_LISTEN=127.0.0.1:${port[$name]} RELAY_STORE=sqlite:$work/$name.$round.db RELAY_RATE_LIMIT=0 \
+        RELAY_NO_TELEMETRY=1 taskset -c 0 "$relay" >/dev/null 2>&1 &
+      ;;
+    *) echo "unknown server $name" >&2; exit 1 ;;
+  esac
+  pid[$name]=$!; pids+=("${pid[$name]}")
+  if [ "$name" = hello ]; then
+    wait_up "http://127.0.0.1:${port[$name]}/"
+    url[$name]="http://127.0.0.1:${port[$name]}/"
+  else
+    wait_up "http://127.0.0.1:${port[$name]}/readyz"
+    url[$name]="http://127.0.0.1:${port[$name]}/messages/$(create_message "${port[$name]}")"
+  fi
 }
+# stop_servers NAME...: stop them and remove their databases and logs.
+stop_servers() {
+  local name
+  for name in "$@"; do kill "${pid[$name]}" 2>/dev/null || true; wait "${pid[$name]}" 2>/dev/null || true; done
+  rm -f "$work"/*.db "$work"/*.db-* "$work"/*.log
+}
+# rotate N WORD...: the words rotated left by N (so each server takes each place in turn over the rounds).
+rotate() { local n=$1; shift; local words=("$@"); n=$((n % ${#words[@]})); echo "${words[@]:n}" "${words[@]:0:n}"; }
