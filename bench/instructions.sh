@@ -13,29 +13,16 @@ need_tool valgrind valgrind
 need_tool callgrind_control valgrind
 build_get_servers
 
-# count NAME COMMAND...: run COMMAND (a server on $p) under callgrind, with the environment settings in
-# the array `settings`; writes "requests instructions" to $work/NAME.count.
+# count NAME: run server NAME under callgrind; writes "requests instructions" to $work/NAME.count.
 count() {
   local name=$1
   local out="$work/$name.callgrind"
-  shift
-  env "${settings[@]}" valgrind --tool=callgrind --callgrind-out-file="$out" "$@" \
-    >"$work/$name.log" 2>"$work/$name.valgrind" &
-  local server=$! target
-  pids+=("$server")
-  if [ "$name" = hello ]; then
-    wait_up "http://127.0.0.1:$p/"
-    target="http://127.0.0.1:$p/"
-  else
-    wait_up "http://127.0.0.1:$p/readyz"
-    target="http://127.0.0.1:$p/messages/$(create_message "$p")"
-  fi
-  wrk -t1 -c8 -d2s "$target" >/dev/null
-  callgrind_control -z "$server" >/dev/null
-  wrk -t1 -c8 -d"${duration}s" "$target" >"$work/$name.wrk"
-  callgrind_control -d "$server" >/dev/null
-  kill "$server"
-  wait "$server" 2>/dev/null || true
+  start_server "$name" 1 valgrind --tool=callgrind --callgrind-out-file="$out"
+  wrk -t1 -c8 -d2s "${url[$name]}" >/dev/null
+  callgrind_control -z "${pid[$name]}" >/dev/null
+  wrk -t1 -c8 -d"${duration}s" "${url[$name]}" >"$work/$name.wrk"
+  callgrind_control -d "${pid[$name]}" >/dev/null
+  stop_servers "$name"
   local dump
   dump=$(printf "%s\n" "$out".* | head -1)
   echo "$(awk '/requests in/ {print $1}' "$work/$name.wrk") $(callgrind_annotate "$dump" | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')" \
@@ -43,18 +30,7 @@ count() {
   echo "$name: $(cat "$work/$name.count") (requests, instructions)"
 }
 
-p=$(free_port)
-settings=(RUST_LOG=off)
-count hello "$target_dir/release/examples/hello" "127.0.0.1:$p"
-for name in relay-telemetry-on relay-telemetry-off; do
-  p=$(free_port)
-  settings=(RELAY_LISTEN="127.0.0.1:$p" RELAY_STORE="sqlite:$work/$name.db" RELAY_RATE_LIMIT=0)
-  case $name in
-    relay-telemetry-on) settings+=(RUST_LOG=info) ;;
-    relay-telemetry-off) settings+=(RELAY_NO_TELEMETRY=1) ;;
-  esac
-  count "$name" "$relay"
-done
+for name in hello relay-telemetry-on relay-telemetry-off; do count "$name"; done
 
 python3 - "$work" "$duration" "$(machine)" > bench/results/instructions.md <<'PY'
 import sys

@@ -56,25 +56,26 @@ LUA
 build_get_servers() { build_relay --example hello; }
 
 declare -A port pid url
-# start_server NAME ROUND: start server NAME on core 0 and store one message in it; sets port[NAME],
-# pid[NAME] and url[NAME] (what the benchmark GETs). Returns once it answers.
+# start_server NAME ROUND [LAUNCHER...]: start server NAME on core 0 (through LAUNCHER, e.g. valgrind,
+# when given) and store one message in it; sets port[NAME], pid[NAME] and url[NAME] (what the benchmark
+# GETs). Returns once it answers. The telemetry-on relay's log goes to $work/NAME.log.
 start_server() {
   local name=$1 round=$2
+  shift 2
+  local launch=(taskset -c 0 "$@") out=/dev/null settings=()
   port[$name]=$(free_port)
   case $name in
-    hello)
-      taskset -c 0 "$target_dir/release/examples/hello" "127.0.0.1:${port[$name]}" >/dev/null 2>&1 &
-      ;;
-    relay-telemetry-on)
-      RELAY_LISTEN=127.0.0.1:${port[$name]} RELAY_STORE=sqlite:$work/$name.$round.db RELAY_RATE_LIMIT=0 \
-        RUST_LOG=info taskset -c 0 "$relay" >"$work/$name.log" 2>&1 &
-      ;;
-    relay-telemetry-off | relay-control)
-      RELAY_LISTEN=127.0.0.1:${port[$name]} RELAY_STORE=sqlite:$work/$name.$round.db RELAY_RATE_LIMIT=0 \
-        RELAY_NO_TELEMETRY=1 taskset -c 0 "$relay" >/dev/null 2>&1 &
-      ;;
+    hello) launch+=("$target_dir/release/examples/hello" "127.0.0.1:${port[$name]}") ;;
+    relay-telemetry-on) settings=(RUST_LOG=info); out=$work/$name.log ;;
+    relay-telemetry-off | relay-control) settings=(RELAY_NO_TELEMETRY=1) ;;
     *) echo "unknown server $name" >&2; exit 1 ;;
   esac
+  if [ "$name" = hello ]; then
+    "${launch[@]}" >/dev/null 2>&1 &
+  else
+    env RELAY_LISTEN="127.0.0.1:${port[$name]}" RELAY_STORE="sqlite:$work/$name.$round.db" RELAY_RATE_LIMIT=0 \
+      "${settings[@]}" "${launch[@]}" "$relay" >"$out" 2>&1 &
+  fi
   pid[$name]=$!; pids+=("${pid[$name]}")
   if [ "$name" = hello ]; then
     wait_up "http://127.0.0.1:${port[$name]}/"

@@ -39,20 +39,37 @@ pub struct JsonLayer<W> {
 
 impl<W> JsonLayer<W> {
     pub fn new(identity: Identity, writer: W) -> Self {
-        let mut fixed = Vec::new();
-        for (key, value) in [
-            ("service", identity.service),
-            ("version", identity.version),
-            ("env", identity.env.as_str()),
-        ] {
-            push_key(&mut fixed, key);
-            push_json(&mut fixed, value);
-        }
         Self {
-            identity: fixed,
+            identity: identity.members(),
             writer,
         }
     }
+}
+
+impl Identity {
+    /// `,"service":…,"version":…,"env":…`, as every line carries them.
+    fn members(&self) -> Vec<u8> {
+        let mut members = Vec::new();
+        for (key, value) in [
+            ("service", self.service),
+            ("version", self.version),
+            ("env", self.env.as_str()),
+        ] {
+            push_key(&mut members, key);
+            push_json(&mut members, value);
+        }
+        members
+    }
+}
+
+/// `,"level":…,"target":…`, as every line of that level and target starts (after its timestamp).
+fn level_and_target(level: tracing::Level, target: &str) -> Vec<u8> {
+    let mut head = Vec::new();
+    push_key(&mut head, "level");
+    push_str(&mut head, level.as_str());
+    push_key(&mut head, "target");
+    push_str(&mut head, target);
+    head
 }
 
 /// A span's fields as JSON object members, each with its leading comma (`,"request_id":"…"`), formatted
@@ -164,11 +181,13 @@ fn start_line(line: &mut Vec<u8>, head: &[u8], identity: &[u8]) {
 /// caches between requests (measured: see the README's benchmarks). Its bytes are exactly those the layer
 /// writes for the same event, which a test checks, and the filter decides as it would for the event.
 pub struct RequestLines {
-    /// `,"level":"INFO","target":…` and the identity members, for requests that finished; `None` when
-    /// the filter turns their lines off.
+    /// `,"level":"INFO","target":…` for requests that finished; `None` when the filter turns their
+    /// lines off.
     finished: Option<Vec<u8>>,
     /// The same at `ERROR`, for requests that failed (5xx).
     failed: Option<Vec<u8>>,
+    /// `,"service":…,"version":…,"env":…`.
+    identity: Vec<u8>,
     writer: super::paced::PacedWriter,
 }
 
@@ -181,21 +200,15 @@ impl RequestLines {
         filter: &tracing_subscriber::filter::Targets,
         writer: super::paced::PacedWriter,
     ) -> Self {
-        let identity = JsonLayer::new(identity.clone(), ()).identity;
-        let head = |level: tracing::Level| {
-            filter.would_enable(target, &level).then(|| {
-                let mut head = Vec::new();
-                push_key(&mut head, "level");
-                push_str(&mut head, level.as_str());
-                push_key(&mut head, "target");
-                push_str(&mut head, target);
-                head.extend_from_slice(&identity);
-                head
-            })
+        let head = |level| {
+            filter
+                .would_enable(target, &level)
+                .then(|| level_and_target(level, target))
         };
         Self {
             finished: head(tracing::Level::INFO),
             failed: head(tracing::Level::ERROR),
+            identity: identity.members(),
             writer,
         }
     }
@@ -213,7 +226,7 @@ impl RequestLines {
             return false;
         }
         with_scratch(|line| {
-            start_line(line, head, &[]);
+            start_line(line, head, &self.identity);
             line.extend_from_slice(br#","message":"#);
             push_str(line, message);
             line.extend_from_slice(br#","status":"#);
@@ -280,11 +293,6 @@ impl Template {
     }
 
     fn render(meta: &tracing::Metadata<'_>) -> Self {
-        let mut head = Vec::new();
-        push_key(&mut head, "level");
-        push_str(&mut head, meta.level().as_str());
-        push_key(&mut head, "target");
-        push_str(&mut head, meta.target());
         let keys = meta
             .fields()
             .iter()
@@ -298,7 +306,7 @@ impl Template {
             callsite: meta.callsite(),
             level: *meta.level(),
             target: (meta.target().as_ptr() as usize, meta.target().len()),
-            head: head.into_boxed_slice(),
+            head: level_and_target(*meta.level(), meta.target()).into_boxed_slice(),
             keys,
         }
     }
@@ -361,9 +369,7 @@ fn push_str_contents(line: &mut Vec<u8>, value: &str) {
 /// bytes at a time: a byte-at-a-time loop cost about 10 instructions per byte, more than the rest of
 /// the line together.
 fn needs_escape(bytes: &[u8]) -> bool {
-    any_word(bytes, |word| {
-        below(word, 0x20 * ONES) | below(word ^ QUOTES, ONES) | below(word ^ BACKSLASHES, ONES) != 0
-    })
+    any_word(bytes, |word| escaped(word) != 0)
 }
 
 /// Whether every byte is printable ASCII (0x20 to 0x7E) that JSON keeps as it is (not `"` or `\\`):
@@ -372,12 +378,14 @@ fn is_plain_ascii(bytes: &[u8]) -> bool {
     !any_word(bytes, |word| {
         // Bytes from 0x7F up: their low seven bits plus one carry into the high bit, or it is set.
         let high = ((word & !HIGHS).wrapping_add(ONES) | word) & HIGHS;
-        below(word, 0x20 * ONES)
-            | below(word ^ QUOTES, ONES)
-            | below(word ^ BACKSLASHES, ONES)
-            | high
-            != 0
+        escaped(word) | high != 0
     })
+}
+
+/// The high bit of each byte of `word` that JSON escapes (below 0x20, `"`, `\\`): more may be set
+/// above a real one, never one without (see `below`).
+const fn escaped(word: u64) -> u64 {
+    below(word, 0x20 * ONES) | below(word ^ QUOTES, ONES) | below(word ^ BACKSLASHES, ONES)
 }
 
 const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
