@@ -23,5 +23,5 @@ pub async fn run(config: Config) -> Result<(), lambda_http::Error> {
         store: &config.store.to_string(),
     }
     .emit();
-    metrics_cloudwatch_embedded::lambda::service::run_http(collector, app.service).await
+    metrics_cloudwatch_embedded::lambda::service::run_http(collector, app.router).await
 }

@@ -14,5 +14,8 @@ pub mod service;
 pub mod startup;
 /// The `Store` trait, its backends, and the conformance suite they all pass.
 pub mod store;
-/// Logs, metrics, the metric catalog and the typed events that emit both.
+/// Logs, metrics, the metric catalog, the typed events that emit both, and the store's instrumentation.
 pub mod telemetry;
+/// What the tests of this crate and of the canary share: `TestApp` (a relay on loopback) and helpers.
+#[cfg(feature = "test-support")]
+pub mod test_support;

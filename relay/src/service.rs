@@ -1,5 +1,6 @@
 //! The message service: what `/messages` and `/paste` share. It puts the read-through cache in front of
-//! the store, checks idempotent retries, and emits the message events. Handlers only translate HTTP.
+//! the store, checks idempotent retries, and emits the message events. It knows nothing of HTTP: it
+//! returns its own [`ServiceError`], which the HTTP layer maps to statuses.
 //!
 //! Cache rules (single instance: never stale; several instances: stale for at most the cache TTL):
 //! - entries never outlive the message's own expiry, and expired entries are never served;
@@ -12,48 +13,65 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::body::Bytes;
 use chrono::{DateTime, Utc};
 use moka::Expiry;
 use moka::ops::compute::Op;
 use moka::sync::Cache;
 
 use crate::domain::{IdempotencyKey, Message, MessageBody, MessageId, MessageUpdate, Ttl, now};
-use crate::http::error::{ApiError, ApiResult};
-use crate::store::{Created, DynStore};
+use crate::store::{Created, DynStore, StoreError};
 use crate::telemetry::events::{CacheLookup, Event, MessageEvent};
 
-/// A message as the service hands it out: shared with the cache, plus a slot where the HTTP layer keeps
-/// its rendered representation, so a cached message is serialized once rather than on every read.
+/// What a message operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// No such message, or it has expired.
+    #[error("no such message")]
+    NotFound,
+    /// The `Idempotency-Key` was used before with a different request.
+    #[error("the idempotency key was used with a different request")]
+    IdempotencyKeyReused,
+    /// The store refused or failed (precondition failed, busy, unavailable, internal).
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound => Self::NotFound,
+            other => Self::Store(other),
+        }
+    }
+}
+
+pub type ServiceResult<T> = Result<T, ServiceError>;
+
+/// A message as the service hands it out, shared with the cache, and one representation `R` of it
+/// that the caller makes at most once per cached revision (the HTTP layer keeps its JSON body and
+/// `ETag` there, so a cached message is serialized once rather than on every read). The service never
+/// looks inside `R`.
 #[derive(Debug)]
-pub struct SharedMessage {
+pub struct SharedMessage<R> {
     message: Message,
-    rendered: OnceLock<Rendered>,
+    representation: OnceLock<R>,
 }
 
-/// A message revision as the HTTP layer sends it: the JSON body and the `ETag`, both shared, so a read
-/// of a cached message copies and allocates neither.
-#[derive(Debug, Clone)]
-pub struct Rendered {
-    pub json: Bytes,
-    pub etag: Bytes,
-}
-
-impl SharedMessage {
+impl<R> SharedMessage<R> {
     fn new(message: Message) -> Arc<Self> {
         Arc::new(Self {
             message,
-            rendered: OnceLock::new(),
+            representation: OnceLock::new(),
         })
     }
 
-    /// The representation `render` makes of this message, made at most once.
-    pub fn rendered(&self, render: impl FnOnce(&Message) -> Rendered) -> &Rendered {
-        self.rendered.get_or_init(|| render(&self.message))
+    /// The representation `make` makes of this message, made at most once.
+    pub fn representation(&self, make: impl FnOnce(&Message) -> R) -> &R {
+        self.representation.get_or_init(|| make(&self.message))
     }
 }
 
-impl std::ops::Deref for SharedMessage {
+impl<R> std::ops::Deref for SharedMessage<R> {
     type Target = Message;
 
     fn deref(&self) -> &Message {
@@ -62,27 +80,27 @@ impl std::ops::Deref for SharedMessage {
 }
 
 /// The result of a create: whether it wrote a message or replayed an earlier one.
-#[derive(Debug, Clone)]
-pub enum CreateOutcome {
-    Created(Arc<SharedMessage>),
-    Replayed(Arc<SharedMessage>),
+#[derive(Debug)]
+pub enum CreateOutcome<R> {
+    Created(Arc<SharedMessage<R>>),
+    Replayed(Arc<SharedMessage<R>>),
 }
 
-impl CreateOutcome {
-    pub fn message(&self) -> &SharedMessage {
+impl<R> CreateOutcome<R> {
+    pub fn message(&self) -> &SharedMessage<R> {
         match self {
             Self::Created(m) | Self::Replayed(m) => m,
         }
     }
 }
 
-#[derive(Clone)]
-pub struct Messages {
+/// The message service over `store`, caching messages with their representation `R`.
+pub struct Messages<R> {
     store: DynStore,
-    cache: Option<MessageCache>,
+    cache: Option<MessageCache<R>>,
 }
 
-impl Messages {
+impl<R: Send + Sync + 'static> Messages<R> {
     /// `cache_ttl` zero turns the cache off.
     pub fn new(store: DynStore, cache_ttl: Duration, cache_max_bytes: u64) -> Self {
         let cache = (!cache_ttl.is_zero()).then(|| MessageCache::new(cache_ttl, cache_max_bytes));
@@ -94,7 +112,7 @@ impl Messages {
         body: MessageBody,
         ttl: Option<Ttl>,
         key: Option<IdempotencyKey>,
-    ) -> ApiResult<CreateOutcome> {
+    ) -> ServiceResult<CreateOutcome<R>> {
         let message = Message::new(body, ttl);
         match self.store.create_message(&message, key.as_ref()).await? {
             Created::New => {
@@ -106,7 +124,7 @@ impl Messages {
                 let same =
                     first.body == message.body && first.ttl_seconds() == message.ttl_seconds();
                 if !same {
-                    return Err(ApiError::IdempotencyKeyReused);
+                    return Err(ServiceError::IdempotencyKeyReused);
                 }
                 MessageEvent::IdempotentReplay.emit();
                 Ok(CreateOutcome::Replayed(SharedMessage::new(first)))
@@ -114,12 +132,12 @@ impl Messages {
         }
     }
 
-    pub async fn get(&self, id: MessageId) -> ApiResult<Arc<SharedMessage>> {
+    pub async fn get(&self, id: MessageId) -> ServiceResult<Arc<SharedMessage<R>>> {
         if let Some(cache) = &self.cache {
             match cache.lookup(id, now) {
                 Some(found) => {
                     CacheLookup::Hit.emit();
-                    let message = found.ok_or(ApiError::MessageNotFound)?;
+                    let message = found.ok_or(ServiceError::NotFound)?;
                     MessageEvent::Read.emit();
                     return Ok(message);
                 }
@@ -130,7 +148,7 @@ impl Messages {
             .store
             .get_message(id, now())
             .await?
-            .ok_or(ApiError::MessageNotFound)?;
+            .ok_or(ServiceError::NotFound)?;
         let message = SharedMessage::new(message);
         if let Some(cache) = &self.cache {
             cache.offer(message.clone());
@@ -139,7 +157,7 @@ impl Messages {
         Ok(message)
     }
 
-    pub async fn update(&self, update: MessageUpdate) -> ApiResult<Arc<SharedMessage>> {
+    pub async fn update(&self, update: MessageUpdate) -> ServiceResult<Arc<SharedMessage<R>>> {
         let message = SharedMessage::new(self.store.update_message(&update, now()).await?);
         if let Some(cache) = &self.cache {
             cache.offer(message.clone());
@@ -148,11 +166,11 @@ impl Messages {
         Ok(message)
     }
 
-    pub async fn delete(&self, id: MessageId) -> ApiResult<Message> {
+    pub async fn delete(&self, id: MessageId) -> ServiceResult<Message> {
         let result = self.store.delete_message(id, now()).await;
         if let Some(cache) = &self.cache {
             // On success and on not-found alike: either way the id must not be served from the cache.
-            if matches!(result, Ok(_) | Err(crate::store::StoreError::NotFound)) {
+            if matches!(result, Ok(_) | Err(StoreError::NotFound)) {
                 cache.tombstone(id);
             }
         }
@@ -161,27 +179,34 @@ impl Messages {
         Ok(message)
     }
 
-    pub async fn count(&self) -> ApiResult<u64> {
+    pub async fn count(&self) -> ServiceResult<u64> {
         Ok(self.store.count_messages().await?)
     }
 }
 
-#[derive(Debug, Clone)]
-enum Cached {
-    Present(Arc<SharedMessage>),
+enum Cached<R> {
+    Present(Arc<SharedMessage<R>>),
     Deleted,
 }
 
-#[derive(Clone)]
-struct MessageCache {
-    entries: Cache<MessageId, Cached>,
+impl<R> Clone for Cached<R> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Present(m) => Self::Present(m.clone()),
+            Self::Deleted => Self::Deleted,
+        }
+    }
 }
 
-impl MessageCache {
+struct MessageCache<R> {
+    entries: Cache<MessageId, Cached<R>>,
+}
+
+impl<R: Send + Sync + 'static> MessageCache<R> {
     fn new(ttl: Duration, max_bytes: u64) -> Self {
         let entries = Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(|_, v: &Cached| match v {
+            .weigher(|_, v: &Cached<R>| match v {
                 // The body, its rendered JSON (the body again plus the other fields), and the entry's
                 // own overhead in the cache.
                 Cached::Present(m) => u32::try_from(m.body.len())
@@ -201,7 +226,7 @@ impl MessageCache {
         &self,
         id: MessageId,
         now: impl FnOnce() -> DateTime<Utc>,
-    ) -> Option<Option<Arc<SharedMessage>>> {
+    ) -> Option<Option<Arc<SharedMessage<R>>>> {
         match self.entries.get(&id)? {
             Cached::Present(m) if !m.is_expired_by(now) => Some(Some(m)),
             Cached::Present(_) | Cached::Deleted => Some(None),
@@ -209,7 +234,7 @@ impl MessageCache {
     }
 
     /// Cache `message` unless the cache knows a newer revision or a deletion.
-    fn offer(&self, message: Arc<SharedMessage>) {
+    fn offer(&self, message: Arc<SharedMessage<R>>) {
         self.entries.entry(message.id).and_compute_with(|existing| {
             match existing.map(|e| e.into_value()) {
                 Some(Cached::Deleted) => Op::Nop,
@@ -232,7 +257,7 @@ struct EntryExpiry {
 }
 
 impl EntryExpiry {
-    fn lifetime(&self, value: &Cached) -> Duration {
+    fn lifetime<R>(&self, value: &Cached<R>) -> Duration {
         match value {
             Cached::Present(message) => match message.expires_at {
                 Some(expiry) => (expiry - now())
@@ -246,11 +271,11 @@ impl EntryExpiry {
     }
 }
 
-impl Expiry<MessageId, Cached> for EntryExpiry {
+impl<R> Expiry<MessageId, Cached<R>> for EntryExpiry {
     fn expire_after_create(
         &self,
         _key: &MessageId,
-        value: &Cached,
+        value: &Cached<R>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
         Some(self.lifetime(value))
@@ -259,7 +284,7 @@ impl Expiry<MessageId, Cached> for EntryExpiry {
     fn expire_after_update(
         &self,
         _key: &MessageId,
-        value: &Cached,
+        value: &Cached<R>,
         _updated_at: std::time::Instant,
         _duration_until_expiry: Option<Duration>,
     ) -> Option<Duration> {

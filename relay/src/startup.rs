@@ -6,37 +6,40 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::Request;
-use axum::http::{HeaderName, HeaderValue, Method, header};
-use axum::middleware::from_fn_with_state;
-use axum::response::{IntoResponse, Response};
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderName, HeaderValue, Method, Response, StatusCode, header};
+use axum::middleware::{from_fn_with_state, map_response};
+use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::{Router, ServiceExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tower::ServiceBuilder;
-use tower::util::MapResponse;
+use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::{Config, StoreUri};
 use crate::domain::now;
-use crate::http::error::{ApiError, ProblemLayer};
+use crate::http::error::ApiError;
 use crate::http::extract::truncate;
-use crate::http::layers::{
-    Compress, CompressLayer, ObserveLayer, RateLimit, RequestIdLayer, RequestIds, rate_limit,
-};
+use crate::http::layers::{NewRequestId, RateLimit, drop_malformed_request_id, rate_limit};
 use crate::http::openapi::ApiDoc;
+use crate::http::problem::finish_response;
 use crate::http::{AppState, Context, app_log, assets, health, messages, paste, saved};
 use crate::service::Messages;
 use crate::store::dynamodb::DynamoStore;
-use crate::store::instrumented::InstrumentedStore;
 use crate::store::memory::MemoryStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{DynStore, StoreError};
 use crate::telemetry;
 use crate::telemetry::events::{Event, MessagesExpired, RelayStarted};
+use crate::telemetry::request::{RequestMetrics, UNMATCHED_ROUTE, trace_layer};
+use crate::telemetry::store::InstrumentedStore;
 
 /// The most expired messages one sweep transaction removes.
 const SWEEP_BATCH: usize = 1000;
@@ -45,13 +48,9 @@ const SWEEP_BATCH: usize = 1000;
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
-/// The whole application as one service: the router, each route inside the per-route layers, inside the
-/// layers every response passes through.
-pub type AppService = RequestIds<Compress<MapResponse<Router, fn(Response) -> Response>>>;
-
-/// A built application: its service, its store, and its background tasks.
+/// A built application: its router (every layer applied), its store, and its background tasks.
 pub struct App {
-    pub service: AppService,
+    pub router: Router,
     /// Whether requests need the peer's address (`ConnectInfo`): only for rate limiting.
     peer_addresses: bool,
     pub store: DynStore,
@@ -125,35 +124,61 @@ pub fn build(config: &Config, store: DynStore) -> App {
             }),
         )
         .fallback(route_not_found);
-    // Two stacks, listed outermost first. `Router::layer` wraps every route in one more box, and each box
-    // costs an allocation and a clone per request, so only what needs the matched route (the request's
-    // log fields and its event) or must be observed by it (problems, limits, the timeout, CORS) is applied per
-    // route, in one call; the rest wraps the router once, unboxed.
-    let per_route = ServiceBuilder::new()
-        // The request's log fields and the response event, around everything that can answer.
-        // Off (`--no-telemetry`): not applied at all.
-        .option_layer((!config.no_telemetry).then(|| ObserveLayer::new(telemetry::request_spans())))
+    // The request metrics of every route and method the router serves, registered once, now.
+    let metrics = (!config.no_telemetry).then(|| {
+        let mut endpoints = vec![
+            ("/openapi.json", Method::GET),
+            (UNMATCHED_ROUTE, Method::GET),
+        ];
+        for (path, item) in &openapi.paths.paths {
+            for (method, operation) in [
+                (Method::GET, &item.get),
+                (Method::POST, &item.post),
+                (Method::PUT, &item.put),
+                (Method::DELETE, &item.delete),
+            ] {
+                if operation.is_some() {
+                    endpoints.push((path.as_str(), method));
+                }
+            }
+        }
+        Arc::new(RequestMetrics::register(
+            endpoints.iter().map(|(route, method)| (*route, method)),
+        ))
+    });
+    // One stack around every route (and the fallback), outermost first. Per route, because the request
+    // span and metrics need the matched route; in one `layer` call, because each call boxes every route
+    // once more.
+    let layers = ServiceBuilder::new()
+        // A malformed incoming id is dropped, so a new one is made; every response carries the id.
+        .map_request(drop_malformed_request_id as fn(Request) -> Request)
+        .layer(SetRequestIdLayer::x_request_id(NewRequestId))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        // Outside the response step, so it compresses the final body; only for clients that ask.
+        .layer(CompressionLayer::new())
+        .map_response(security_headers)
+        // The request span and the request line with its metrics. Off (`--no-telemetry`): not applied.
+        .option_layer(metrics.map(|metrics| {
+            ServiceBuilder::new()
+                .map_response(boxed_body)
+                .layer(trace_layer(metrics))
+        }))
         .option_layer(cors(&config.cors_origins))
         // Everything inside this point may answer with a bare error; from here out, errors are problems.
-        // Also the request's limits: a declared body over the limit is answered 413 at once (the
-        // extractors limit the rest, with the limit this layer sets), a request slower than the
-        // timeout 503 with `Retry-After`.
-        .layer(ProblemLayer::new(
-            u64::from(config.max_body_bytes),
+        .layer(map_response(finish_response))
+        // A declared body over the limit is answered 413 at once; a longer chunked body fails its
+        // extractor with 413 (axum's own extractor limit is off: this is the one limit).
+        .layer(RequestBodyLimitLayer::new(config.max_body_bytes as usize))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
             config.request_timeout,
-        ));
-    let router = router.layer(per_route).with_state(state);
-    let service = ServiceBuilder::new()
-        // The request id first: the log fields, the problem writer and the handlers read it.
-        .layer(RequestIdLayer)
-        // Compression outside the problem writer, so it compresses the final body.
-        .layer(CompressLayer)
-        .map_response(security_headers as fn(Response) -> Response)
-        .service(router);
+        ))
+        .layer(DefaultBodyLimit::disable());
+    let router = router.layer(layers).with_state(state);
 
     background.push(spawn_sweeper(store.clone(), config.sweep_interval));
     App {
-        service,
+        router,
         peer_addresses,
         store,
         openapi,
@@ -178,7 +203,16 @@ static SECURITY_HEADERS: [(HeaderName, HeaderValue); 4] = [
     ),
 ];
 
-fn security_headers(mut response: Response) -> Response {
+/// The response with its body boxed, so a layer that may be absent (`option_layer`) leaves the same type.
+fn boxed_body<B>(response: Response<B>) -> axum::response::Response
+where
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    response.map(axum::body::Body::new)
+}
+
+fn security_headers<B>(mut response: Response<B>) -> Response<B> {
     let headers = response.headers_mut();
     for (name, value) in &SECURITY_HEADERS {
         headers.entry(name).or_insert_with(|| value.clone());
@@ -186,7 +220,7 @@ fn security_headers(mut response: Response) -> Response {
     response
 }
 
-async fn route_not_found(request: Request) -> Response {
+async fn route_not_found(request: Request) -> axum::response::Response {
     ApiError::RouteNotFound(truncate(request.uri().path(), 128)).into_response()
 }
 
@@ -268,16 +302,16 @@ impl App {
         let server: std::pin::Pin<
             Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>,
         > = if self.peer_addresses {
-            let make = ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(
-                self.service,
-            );
+            let make = self
+                .router
+                .into_make_service_with_connect_info::<SocketAddr>();
             Box::pin(
                 axum::serve(listener, make)
                     .with_graceful_shutdown(draining)
                     .into_future(),
             )
         } else {
-            let make = ServiceExt::<Request>::into_make_service(self.service);
+            let make = self.router.into_make_service();
             Box::pin(
                 axum::serve(listener, make)
                     .with_graceful_shutdown(draining)
@@ -324,18 +358,74 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Why the relay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// The relay, built and bound, ready to serve (zero2prod's `Application`): `build` opens the store,
+/// builds the app and binds the listener (port 0 picks a free one, which `port` then tells).
+pub struct Application {
+    app: App,
+    listener: TcpListener,
+    addr: SocketAddr,
+    grace: Duration,
+}
+
+impl Application {
+    pub async fn build(config: &Config) -> Result<Self, StartError> {
+        let store = open_store(config).await?;
+        let app = build(config, store);
+        let bind = |source| StartError::Bind {
+            addr: config.listen,
+            source,
+        };
+        let listener = TcpListener::bind(config.listen).await.map_err(bind)?;
+        let addr = listener.local_addr().map_err(bind)?;
+        Ok(Self {
+            app,
+            listener,
+            addr,
+            grace: config.shutdown_grace,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn store(&self) -> DynStore {
+        self.app.store.clone()
+    }
+
+    /// Serve until `shutdown` resolves (or SIGTERM/SIGINT), drain, close the store.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        self.app.serve(self.listener, shutdown, self.grace).await
+    }
+}
+
 /// Open the store, build the app, bind and serve: what `relay serve` does.
 pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
-    let store = open_store(&config).await?;
-    let app = build(&config, store);
-    let listener = TcpListener::bind(config.listen).await?;
-    let local = listener.local_addr()?;
+    let application = Application::build(&config).await?;
     RelayStarted {
-        listen: &local.to_string(),
+        listen: &application.local_addr().to_string(),
         store: &config.store.to_string(),
     }
     .emit();
-    app.serve(listener, shutdown_signal(), config.shutdown_grace)
-        .await?;
+    application.run_until_stopped(shutdown_signal()).await?;
     Ok(())
 }

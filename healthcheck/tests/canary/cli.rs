@@ -54,7 +54,7 @@ async fn the_cli_exits_zero_and_writes_every_report_when_all_probes_pass() {
         dir.path().join("junit.xml"),
     );
     let (code, stdout, stderr) = run(healthcheck()
-        .args(["--target", &relay.url(), "--stage", "ci"])
+        .args(["--target", &relay.url(""), "--stage", "ci"])
         .arg("--report-json")
         .arg(&json)
         .arg("--report-md")
@@ -64,7 +64,7 @@ async fn the_cli_exits_zero_and_writes_every_report_when_all_probes_pass() {
     .await;
     assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(
-        stdout.starts_with(&format!("healthcheck · stage ci · {}", relay.url())),
+        stdout.starts_with(&format!("healthcheck · stage ci · {}", relay.url(""))),
         "{stdout}"
     );
     assert!(stdout.contains("✓ 5 of 5 probes passed"), "{stdout}");
@@ -103,7 +103,7 @@ async fn the_cli_exits_zero_and_writes_every_report_when_all_probes_pass() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cli_exits_non_zero_and_still_reports_when_the_relay_is_down() {
     let relay = spawn_relay().await;
-    let url = relay.url();
+    let url = relay.url("");
     relay.shutdown().await;
     let dir = tempfile::tempdir().unwrap();
     let (json, junit) = (dir.path().join("report.json"), dir.path().join("junit.xml"));
@@ -161,7 +161,7 @@ async fn the_cli_exits_non_zero_when_readyz_is_red() {
     let relay = spawn_relay_with(|c| c.store = uri).await;
     relay.store.close().await;
     let (code, stdout, _) =
-        run(healthcheck().args(["--target", &relay.url(), "--probes", "readyz"])).await;
+        run(healthcheck().args(["--target", &relay.url(""), "--probes", "readyz"])).await;
     assert_eq!(code, 1, "{stdout}");
     assert!(stdout.contains("✗ readyz  503"), "{stdout}");
     assert!(

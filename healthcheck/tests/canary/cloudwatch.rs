@@ -19,6 +19,7 @@ use healthcheck::publish::Publisher;
 use healthcheck::run_canary;
 use tokio::process::Command;
 
+use crate::helpers::CanaryTarget;
 use crate::helpers::{aws_endpoint, spawn_relay, unique_stage};
 
 /// Counts the HTTP requests the SDK actually sends (retries included).
@@ -232,7 +233,7 @@ async fn the_cli_publishes_with_the_cloudwatch_flag() {
         Command::new(env!("CARGO_BIN_EXE_healthcheck"))
             .args([
                 "--target",
-                &relay.url(),
+                &relay.url(""),
                 "--stage",
                 &stage,
                 "--cloudwatch",
@@ -309,7 +310,13 @@ async fn the_cli_exits_two_when_cloudwatch_refuses_the_data() {
     let output = tokio::time::timeout(
         Duration::from_secs(60),
         Command::new(env!("CARGO_BIN_EXE_healthcheck"))
-            .args(["--target", &relay.url(), "--cloudwatch", "--color", "never"])
+            .args([
+                "--target",
+                &relay.url(""),
+                "--cloudwatch",
+                "--color",
+                "never",
+            ])
             .env("AWS_ENDPOINT_URL", endpoint)
             .env("AWS_REGION", "us-west-2")
             .env("AWS_ACCESS_KEY_ID", "testing")

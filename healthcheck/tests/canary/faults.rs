@@ -13,6 +13,7 @@ use healthcheck::config::Budgets;
 use healthcheck::probe::{FailureKind, ProbeName, ProbeResult};
 use healthcheck::{Report, run_canary};
 
+use crate::helpers::CanaryTarget;
 use crate::helpers::{
     problem, settings_for, slow, spawn_fake, spawn_relay, spawn_relay_with, temp_sqlite, typed,
 };

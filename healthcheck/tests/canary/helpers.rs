@@ -1,5 +1,5 @@
-//! Test fixtures: a real relay started in this process on 127.0.0.1:0 (exactly as the relay's own API
-//! tests do), a small fake relay (axum on 127.0.0.1:0) for the failures a real one will not produce on
+//! Test fixtures: a real relay started in this process on 127.0.0.1:0 (the relay's own `TestApp`, from
+//! its `test-support` feature), a small fake relay (axum on 127.0.0.1:0) for the failures a real one will not produce on
 //! demand, and the local AWS-API server's endpoint. Nothing here binds anything but 127.0.0.1, and a
 //! missing AWS-API server is a test failure, never a skip.
 
@@ -12,86 +12,22 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use healthcheck::Settings;
-use relay::config::{Config, StoreUri};
-use relay::startup;
-use relay::store::DynStore;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-/// A relay serving on loopback in this process.
-pub struct TestRelay {
-    pub addr: SocketAddr,
-    pub store: DynStore,
-    stop: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<std::io::Result<()>>>,
+/// A relay serving on loopback in this process: the relay's own test support.
+pub use relay::test_support::{
+    TestApp as TestRelay, spawn_app as spawn_relay, spawn_with as spawn_relay_with, temp_sqlite,
+};
+
+/// Canary settings aimed at a test relay, every default kept.
+pub trait CanaryTarget {
+    fn settings(&self) -> Settings;
 }
 
-/// A relay on the memory store with rate limiting off.
-pub async fn spawn_relay() -> TestRelay {
-    spawn_relay_with(|_| {}).await
-}
-
-/// A relay with the test defaults changed by `configure`.
-pub async fn spawn_relay_with(configure: impl FnOnce(&mut Config)) -> TestRelay {
-    let mut config = Config::for_tests();
-    config.rate_limit = 0;
-    configure(&mut config);
-    let store = startup::open_store(&config).await.expect("open store");
-    let app = startup::build(&config, store.clone());
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(app.serve(
-        listener,
-        async move {
-            let _ = stopped.await;
-        },
-        Duration::from_secs(5),
-    ));
-    TestRelay {
-        addr,
-        store,
-        stop: Some(stop),
-        server: Some(server),
-    }
-}
-
-/// A sqlite store in a fresh temporary directory (kept alive by the returned guard). Closing it turns
-/// `/readyz` red; the memory store cannot be closed.
-pub fn temp_sqlite() -> (tempfile::TempDir, StoreUri) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let uri = StoreUri::Sqlite(dir.path().join("relay.db"));
-    (dir, uri)
-}
-
-impl TestRelay {
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Canary settings aimed at this relay, every default kept.
-    pub fn settings(&self) -> Settings {
+impl CanaryTarget for TestRelay {
+    fn settings(&self) -> Settings {
         settings_for(self.addr)
-    }
-
-    /// Stop serving and close the store, as SIGTERM would; the port then refuses connections.
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(server) = self.server.take() {
-            server.await.expect("server task").expect("serve");
-        }
-    }
-}
-
-impl Drop for TestRelay {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
     }
 }
 

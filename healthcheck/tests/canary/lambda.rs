@@ -6,6 +6,7 @@ use healthcheck::probe::ProbeName;
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::json;
 
+use crate::helpers::CanaryTarget;
 use crate::helpers::spawn_relay;
 
 /// What EventBridge Scheduler sends to a target on a `rate(1 minute)` schedule.

@@ -4,6 +4,7 @@
 use healthcheck::probe::ProbeName;
 use healthcheck::run_canary;
 
+use crate::helpers::CanaryTarget;
 use crate::helpers::{spawn_fake, spawn_relay};
 
 #[tokio::test]

@@ -10,8 +10,9 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::{ApiError, ApiResult, Problem};
+use super::error::{ApiError, ApiResult};
 use super::extract::truncate;
+use super::problem::Problem;
 use super::{AppState, rfc3339};
 use crate::domain::{LogCursor, PageLimit, now};
 use crate::telemetry::events::{AppTimestampAppended, Event};

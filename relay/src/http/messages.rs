@@ -9,11 +9,12 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::{ApiError, ApiResult, Problem};
+use super::error::{ApiError, ApiResult};
 use super::extract::{AppJson, IdPath, IdempotencyKeyHeader, IfNoneMatch};
+use super::problem::Problem;
 use super::{AppState, parse_ttl, rfc3339};
 use crate::domain::{MAX_TTL_SECONDS, Message, MessageUpdate, Precondition};
-use crate::service::{CreateOutcome, Rendered, SharedMessage};
+use crate::service::{CreateOutcome, SharedMessage};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -69,10 +70,21 @@ pub struct MessageCount {
     pub count: u64,
 }
 
-/// A message revision as sent: its JSON and its `ETag`, rendered once per revision and kept with the
-/// cached message.
-fn rendered(message: &SharedMessage) -> &Rendered {
-    message.rendered(|m| Rendered {
+/// A message revision as this module sends it: the JSON body and the `ETag`, both shared, so a read of
+/// a cached message copies and allocates neither. Made once per cached revision (the service keeps it
+/// with the message).
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub json: axum::body::Bytes,
+    pub etag: axum::body::Bytes,
+}
+
+/// A message as the service shares it, with this module's representation.
+pub type CachedMessage = SharedMessage<Rendered>;
+
+/// A message revision as sent: its JSON and its `ETag`, rendered once per revision.
+fn rendered(message: &CachedMessage) -> &Rendered {
+    message.representation(|m| Rendered {
         json: serde_json::to_vec(&MessageResource::from(m))
             .unwrap_or_default()
             .into(),
@@ -86,7 +98,7 @@ fn etag_header(rendered: &Rendered) -> Option<HeaderValue> {
 }
 
 /// The message resource as JSON with its `ETag`.
-fn with_etag(status: StatusCode, message: &SharedMessage) -> Response {
+fn with_etag(status: StatusCode, message: &CachedMessage) -> Response {
     let rendered = rendered(message);
     let mut response = Response::new(axum::body::Body::from(rendered.json.clone()));
     *response.status_mut() = status;

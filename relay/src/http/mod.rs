@@ -10,6 +10,7 @@ pub mod layers;
 pub mod messages;
 pub mod openapi;
 pub mod paste;
+pub mod problem;
 pub mod saved;
 
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -41,7 +42,7 @@ impl std::ops::Deref for AppState {
 
 /// The application's shared parts.
 pub struct Context {
-    pub messages: Messages,
+    pub messages: Messages<messages::Rendered>,
     pub store: DynStore,
     pub max_message_bytes: usize,
     pub admin_token: Option<AdminToken>,

@@ -9,9 +9,10 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::{ApiResult, Problem};
+use super::error::ApiResult;
 use super::extract::{AppJson, IdPath, IdempotencyKeyHeader};
 use super::messages::parse_update;
+use super::problem::Problem;
 use super::{AppState, parse_ttl, rfc3339};
 use crate::domain::Message;
 

@@ -12,7 +12,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::error::{ApiError, ApiResult, Problem};
+use super::error::{ApiError, ApiResult};
+use super::problem::Problem;
 use crate::domain::SavedValue;
 use crate::telemetry::events::{AuthFailure, Event, SavedStringUpdated};
 

@@ -3,9 +3,9 @@
 //! A store knows nothing of HTTP or caching. Every backend must pass the one conformance suite in
 //! [`conformance`]; behaviour that differs between backends is a bug in a backend, not a feature.
 
+#[cfg(any(test, feature = "test-support"))]
 pub mod conformance;
 pub mod dynamodb;
-pub mod instrumented;
 pub mod memory;
 pub mod sqlite;
 
@@ -82,6 +82,40 @@ impl Backend {
 impl fmt::Display for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Store operations, a bounded metric label (one per `Store` method that does I/O).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOp {
+    CreateMessage,
+    GetMessage,
+    UpdateMessage,
+    DeleteMessage,
+    CountMessages,
+    SweepExpired,
+    AppendTimestamp,
+    ListTimestamps,
+    GetSaved,
+    PutSaved,
+    Ping,
+}
+
+impl StoreOp {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::CreateMessage => "create_message",
+            Self::GetMessage => "get_message",
+            Self::UpdateMessage => "update_message",
+            Self::DeleteMessage => "delete_message",
+            Self::CountMessages => "count_messages",
+            Self::SweepExpired => "sweep_expired",
+            Self::AppendTimestamp => "append_timestamp",
+            Self::ListTimestamps => "list_timestamps",
+            Self::GetSaved => "get_saved",
+            Self::PutSaved => "put_saved",
+            Self::Ping => "ping",
+        }
     }
 }
 

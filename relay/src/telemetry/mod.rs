@@ -1,25 +1,27 @@
-//! Telemetry: structured logs (tracing, one flat JSON object per line on stdout) and metrics (the
-//! `metrics` facade). Metrics are exported as Prometheus text at `/metrics` when the relay runs as a
-//! server, and as CloudWatch Embedded Metric Format lines when it runs in Lambda. Events that emit both
-//! a log line and a metric live in [`events`]; the metric catalog lives in [`names`].
+//! Telemetry: structured logs (tracing, one flat JSON object per line on stdout, written by
+//! `telemetry-core`'s layer) and metrics (the `metrics` facade). Metrics are exported as Prometheus text
+//! at `/metrics` when the relay runs as a server, and as CloudWatch Embedded Metric Format lines when it
+//! runs in Lambda. One log path in every runtime: every line, the request line included, is a tracing
+//! event. Events that emit a log line and a metric live in [`events`]; the metric catalog in [`names`].
 
 #![allow(clippy::disallowed_macros)] // the one place metrics are emitted
 
 pub mod events;
-pub mod format;
 pub mod names;
 pub mod paced;
 pub mod request;
+pub mod store;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use telemetry_core::{Identity, JsonLayer};
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::filter::Targets;
+use tracing_subscriber::filter::{FilterExt, filter_fn};
 use tracing_subscriber::fmt::writer::{EitherWriter, MakeWriter};
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogFormat;
@@ -39,7 +41,7 @@ const DURATION_BUCKETS: &[f64] = &[
 /// Where the relay runs, which decides the log writer and the metric exporter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Runtime {
-    /// A long-running server: logs through a non-blocking writer, metrics at `/metrics`.
+    /// A long-running server: logs through the paced writer, metrics at `/metrics`.
     Server,
     /// AWS Lambda: logs written before the invocation returns (the sandbox freezes after it), metrics as EMF.
     Lambda,
@@ -51,78 +53,53 @@ pub struct LogGuard {
     _flusher: Option<paced::PacedFlusher>,
 }
 
-/// Install the global log subscriber. Filters come from `RUST_LOG` (default `info`). Call once.
+/// Install the global log subscriber. Filters come from `RUST_LOG` (default `info`), with one addition:
+/// the request span is always on, so every line inside a request carries its fields whatever the
+/// level. Call once.
 pub fn init_logging(format: LogFormat, env: &str, runtime: Runtime) -> LogGuard {
-    let (targets, env_filter) = filters(std::env::var("RUST_LOG").ok().as_deref());
-    // Servers: lines go into a shared buffer written out by a ticker thread (see `paced`): lossless,
-    // one write per interval under load, each line out within the interval when idle. Lambda: straight
-    // to stdout, so lines are written before the invocation returns (the sandbox freezes after it).
+    let directives = std::env::var("RUST_LOG").unwrap_or_default();
+    let directives = Some(directives.trim())
+        .filter(|d| !d.is_empty())
+        .unwrap_or("info");
+    let env_filter = EnvFilter::try_new(directives).unwrap_or_else(|error| {
+        eprintln!("RUST_LOG={directives:?} is not a log filter ({error}); logging at info");
+        EnvFilter::new("info")
+    });
+    let filter =
+        env_filter.or(
+            filter_fn(|meta| meta.is_span() && meta.name() == request::SPAN_NAME)
+                .with_max_level_hint(tracing::Level::INFO),
+        );
+    // Servers: lines go into a shared buffer written out by a ticker thread (see `paced`). Lambda:
+    // straight to stdout, so lines are written before the invocation returns.
     let paced = match runtime {
         Runtime::Server => paced::paced(std::io::stdout(), paced::FLUSH_INTERVAL).ok(),
         Runtime::Lambda => None,
     };
-    // The span way of carrying request fields where something reads spans: the pretty format shows
-    // them, and span or field directives (only `EnvFilter` has them) match on them.
-    let spans = format == LogFormat::Pretty || env_filter.is_some();
-    REQUEST_SPANS.store(spans, Ordering::Relaxed);
-    let identity = format::Identity {
+    let (writer, flusher) = match paced {
+        Some((writer, flusher)) => (LogWriter::Paced(writer), Some(flusher)),
+        // Lambda, or no thread could be started for the ticker: each line straight to stdout.
+        None => (LogWriter::Stdout, None),
+    };
+    let identity = Identity {
         service: SERVICE,
         version: VERSION,
         env: env.to_owned(),
     };
-    let (writer, flusher) = match paced {
-        Some((sink, flusher)) => {
-            // Where the JSON layer is the only reader of the request line's event, the line is written
-            // directly (see `format::RequestLines`).
-            if let (LogFormat::Json, false, Some(targets)) = (format, spans, &targets) {
-                let lines =
-                    format::RequestLines::new(&identity, events::TARGET, targets, sink.clone());
-                let _ = REQUEST_LINES.set(lines);
-            }
-            (LogWriter::Paced(sink), Some(flusher))
-        }
-        // Lambda, or no thread could be started for the ticker: each line straight to stdout.
-        None => (LogWriter::Stdout, None),
+    let layer = match format {
+        LogFormat::Json => JsonLayer::new(&identity, writer).boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .pretty()
+            .with_writer(writer)
+            .boxed(),
     };
-    let filtered = tracing_subscriber::registry()
-        .with(targets)
-        .with(env_filter);
-    let result = match format {
-        LogFormat::Json => filtered
-            .with(format::JsonLayer::new(identity, writer))
-            .try_init(),
-        LogFormat::Pretty => filtered
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .pretty()
-                    .with_writer(writer),
-            )
-            .try_init(),
-    };
-    if let Err(error) = result {
+    if let Err(error) = tracing_subscriber::registry()
+        .with(layer.with_filter(filter))
+        .try_init()
+    {
         eprintln!("logging was already initialised: {error}");
     }
     LogGuard { _flusher: flusher }
-}
-
-/// The log filter for `RUST_LOG` (default `info`; an invalid value also means `info`). A list of
-/// `target=level` directives, the usual case, filters with `Targets`, which decides once per call site;
-/// `EnvFilter`, needed only for span and field directives, also takes a lock on every span enter, exit
-/// and close, on every request.
-fn filters(directives: Option<&str>) -> (Option<Targets>, Option<EnvFilter>) {
-    let directives = directives
-        .map(str::trim)
-        .filter(|d| !d.is_empty())
-        .unwrap_or("info");
-    // `Targets` would read `relay[request]=debug` as a target named `relay[request]`.
-    let span_or_field = directives.contains(['[', '{']);
-    match directives.parse::<Targets>() {
-        Ok(targets) if !span_or_field => (Some(targets), None),
-        _ => (
-            None,
-            Some(EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info"))),
-        ),
-    }
 }
 
 /// Where log lines go: the paced buffer (servers) or stdout directly (Lambda). Chosen once at start,
@@ -222,22 +199,6 @@ fn describe_all() {
     }
 }
 
-static REQUEST_LINES: OnceLock<format::RequestLines> = OnceLock::new();
-
-/// The direct writer of request lines, where logging installed one (see [`format::RequestLines`]).
-pub fn request_lines() -> Option<&'static format::RequestLines> {
-    REQUEST_LINES.get()
-}
-
-static REQUEST_SPANS: AtomicBool = AtomicBool::new(false);
-
-/// Whether requests are logged inside a tracing span (`true`) or with their fields in
-/// [`request::RequestFields`] read by the JSON layer (`false`, also when logging was never
-/// initialised). Decided by [`init_logging`]; see [`request`].
-pub fn request_spans() -> bool {
-    REQUEST_SPANS.load(Ordering::Relaxed)
-}
-
 static ON_LAMBDA: AtomicBool = AtomicBool::new(false);
 static COLD: AtomicBool = AtomicBool::new(true);
 
@@ -251,46 +212,4 @@ pub fn cold_start() -> Option<bool> {
     ON_LAMBDA
         .load(Ordering::Relaxed)
         .then(|| COLD.swap(false, Ordering::Relaxed))
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::expect_used)]
-
-    use tracing::Level;
-    use tracing::level_filters::LevelFilter;
-    use tracing_subscriber::layer::Filter;
-
-    use super::*;
-
-    #[test]
-    fn target_level_lists_filter_with_targets_and_span_directives_with_env_filter() {
-        let (targets, env) = filters(None);
-        let targets = targets.expect("the default is a plain level");
-        assert!(env.is_none());
-        assert!(targets.would_enable("relay::http", &Level::INFO));
-        assert!(!targets.would_enable("relay::http", &Level::DEBUG));
-
-        let (targets, _) = filters(Some("warn,relay::store=debug"));
-        let targets = targets.expect("target=level directives");
-        assert!(targets.would_enable("relay::store::sqlite", &Level::DEBUG));
-        assert!(!targets.would_enable("relay::http", &Level::INFO));
-        assert!(targets.would_enable("relay::http", &Level::WARN));
-
-        let (targets, env) = filters(Some("relay[request]=debug"));
-        assert!(targets.is_none(), "span directives need EnvFilter");
-        let env = env.expect("span directives");
-        assert_eq!(
-            Filter::<tracing_subscriber::Registry>::max_level_hint(&env),
-            Some(LevelFilter::DEBUG)
-        );
-
-        let (targets, env) = filters(Some("relay=loud"));
-        assert!(targets.is_none());
-        let env = env.expect("an invalid value falls back to EnvFilter at info");
-        assert_eq!(
-            Filter::<tracing_subscriber::Registry>::max_level_hint(&env),
-            Some(LevelFilter::INFO)
-        );
-    }
 }

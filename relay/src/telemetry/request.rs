@@ -1,208 +1,201 @@
-//! The request being served: the fields every log line written while serving it carries (`request_id`,
-//! `method`, `route`, and once known `cold_start` and `problem`).
+//! What tower-http's `TraceLayer` is given to observe each request:
+//! - [`RequestSpan`] (`make_span_with`): the span named `request`, with `request_id`, `method`, `route`
+//!   (the matched template, never the raw path), in Lambda `cold_start`, and `problem` once known. The
+//!   JSON layer writes these into every line logged while the request is served; the log filter always
+//!   lets this span through (see `telemetry::init_logging`), so they are there at any `RUST_LOG`.
+//! - [`ResponseSent`] (`on_response`): emits `HttpResponseSent`, the line that closes the request and
+//!   the request metrics.
+//! - [`RequestMetrics`]: the handles of those metrics, registered once for every route and method of
+//!   the router when it is built, so a request updates two atomics and builds no label.
+//! - [`Endpoint`]: which route and method a response answered. The HTTP response step puts it in the
+//!   response's extensions: `TraceLayer`'s callbacks share nothing per request but the span.
 //!
-//! Two ways to carry them, chosen once when logging starts ([`super::request_spans`]):
-//! - **Fields** (JSON lines with a plain `RUST_LOG` list, the default): the fields sit in a per-thread
-//!   slot while the request's future is polled, and the JSON layer writes them into every line. A
-//!   tracing span would cost a registry slot, a boxed extension and reference-counted enter, exit and
-//!   close on every request, for nothing this format needs.
-//! - **Span** (`--log-format pretty`, or `RUST_LOG` with span or field directives): a tracing span named
-//!   `request` with the same fields, so the pretty format shows them and span directives can match them.
-//!
-//! Must never: leave one request's fields in the slot while another request (or none) is polled, or
-//! lose the fields of a request when its future panics.
+//! Must never: label a metric with a raw path, or lose the request's fields on a line inside it.
 
-use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
-use axum::http::HeaderValue;
+use axum::extract::MatchedPath;
+use axum::http::{Method, Request, Response, StatusCode};
+use metrics::{Counter, Histogram};
+use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
+use tower_http::trace::{MakeSpan, OnResponse, TraceLayer};
 
-/// One request's log fields.
-#[derive(Debug, Clone)]
-pub struct RequestFields {
-    request_id: Option<HeaderValue>,
-    method: &'static str,
-    route: &'static str,
-    cold_start: Option<bool>,
-    problem: Option<&'static str>,
+use super::events::{
+    ColdStart, Event, HttpResponseSent, STATUS_CLASSES, method_label, status_slot,
+};
+use super::names::Metric;
+
+/// The name of the request span, which `RUST_LOG` span directives (`relay[request]=debug`) match.
+pub const SPAN_NAME: &str = "request";
+
+/// The route label of a request that no route matched.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// The request id header, set on every request before anything else sees it.
+pub const REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");
+
+/// The `TraceLayer` every route is wrapped in when telemetry is on.
+pub type RequestTraceLayer =
+    TraceLayer<SharedClassifier<ServerErrorsAsFailures>, RequestSpan, (), ResponseSent, (), (), ()>;
+
+/// The trace layer: the request span around everything inside, `HttpResponseSent` when the response is
+/// ready, nothing on request, body chunks or failures (the response event covers them).
+pub fn trace_layer(metrics: Arc<RequestMetrics>) -> RequestTraceLayer {
+    TraceLayer::new_for_http()
+        .make_span_with(RequestSpan)
+        .on_request(())
+        .on_response(ResponseSent { metrics })
+        .on_body_chunk(())
+        .on_eos(())
+        .on_failure(())
 }
 
-thread_local! {
-    /// The fields of the request whose future this thread is polling, if any.
-    static CURRENT: RefCell<Option<RequestFields>> = const { RefCell::new(None) };
-}
+/// Makes the request span (see the module docs).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestSpan;
 
-impl RequestFields {
-    pub fn new(
-        request_id: Option<HeaderValue>,
-        method: &'static str,
-        route: &'static str,
-        cold_start: Option<bool>,
-    ) -> Self {
-        Self {
-            request_id,
-            method,
-            route,
-            cold_start,
-            problem: None,
-        }
-    }
-
-    /// The request id as logged (empty if the request had none that is text).
-    pub fn request_id(&self) -> &str {
-        self.request_id
-            .as_ref()
+impl<B> MakeSpan<B> for RequestSpan {
+    fn make_span(&mut self, request: &Request<B>) -> tracing::Span {
+        let request_id = request
+            .headers()
+            .get(REQUEST_ID)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-    }
-
-    /// The request id's bytes as they came (empty if the request had none).
-    pub fn request_id_bytes(&self) -> &[u8] {
-        self.request_id.as_ref().map_or(&[], |v| v.as_bytes())
-    }
-
-    pub fn method(&self) -> &'static str {
-        self.method
-    }
-
-    /// The matched route template (see [`super::events::route_label`]): never the raw path.
-    pub fn route(&self) -> &'static str {
-        self.route
-    }
-
-    pub fn cold_start(&self) -> Option<bool> {
-        self.cold_start
-    }
-
-    pub fn problem(&self) -> Option<&'static str> {
-        self.problem
-    }
-
-    /// A tracing span named `request` carrying these fields (the span way; see the module docs).
-    pub fn span(&self) -> tracing::Span {
+            .unwrap_or_default();
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or(UNMATCHED_ROUTE, |m| m.as_str());
         let span = tracing::info_span!(
-            "request",
-            request_id = self.request_id(),
-            method = self.method,
-            route = self.route(),
+            SPAN_NAME,
+            request_id,
+            method = method_label(request.method()),
+            route,
             cold_start = tracing::field::Empty,
-            problem = tracing::field::Empty
+            problem = tracing::field::Empty,
         );
-        if let Some(cold) = self.cold_start {
+        if let Some(cold) = super::cold_start() {
             span.record("cold_start", cold);
+            if cold {
+                span.in_scope(|| ColdStart.emit());
+            }
         }
         span
     }
 }
 
-/// Run `f` with the fields in `slot` as the current request's. They are swapped into this thread's
-/// slot for the call and back into `slot` after it (also when `f` panics), with whatever was current
-/// before restored, so changes made inside (a recorded problem) stay with the request.
-pub fn in_scope<R>(slot: &mut Option<RequestFields>, f: impl FnOnce() -> R) -> R {
-    /// Swaps the two back when dropped: `slot` holds what was current while `f` runs.
-    struct Restore<'a> {
-        slot: &'a mut Option<RequestFields>,
-    }
-    impl Drop for Restore<'_> {
-        fn drop(&mut self) {
-            swap_current(self.slot);
-        }
-    }
-    // Only a `with_current` callback could hold the slot now, and none polls a request: should one
-    // ever, `f` runs without these fields rather than panicking.
-    if !swap_current(slot) {
-        return f();
-    }
-    let _restore = Restore { slot };
-    f()
-}
-
-/// Swap `fields` with this thread's current ones; `false` if the slot is in use.
-fn swap_current(fields: &mut Option<RequestFields>) -> bool {
-    CURRENT.with(|current| match current.try_borrow_mut() {
-        Ok(mut current) => {
-            std::mem::swap(fields, &mut current);
-            true
-        }
-        Err(_) => false,
-    })
-}
-
-/// Call `f` with the current request's fields, if this thread is serving one (the fields way).
-pub fn with_current<R>(f: impl FnOnce(Option<&RequestFields>) -> R) -> R {
-    CURRENT.with(|current| match current.try_borrow() {
-        Ok(fields) => f(fields.as_ref()),
-        Err(_) => f(None),
-    })
-}
-
-/// Record the kind of problem the current request ends with, as its `problem` field.
+/// Record the kind of problem the current request ends with, as its span's `problem` field.
 pub fn record_problem(code: &'static str) {
-    let recorded = CURRENT.with(|current| match current.try_borrow_mut().as_deref_mut() {
-        Ok(Some(fields)) => {
-            fields.problem = Some(code);
-            true
+    tracing::Span::current().record("problem", code);
+}
+
+/// Emits [`HttpResponseSent`] for every response (see the module docs).
+#[derive(Clone)]
+pub struct ResponseSent {
+    metrics: Arc<RequestMetrics>,
+}
+
+impl<B> OnResponse<B> for ResponseSent {
+    fn on_response(self, response: &Response<B>, latency: Duration, _span: &tracing::Span) {
+        let unknown = Endpoint::unknown();
+        let endpoint = response.extensions().get::<Endpoint>().unwrap_or(&unknown);
+        HttpResponseSent {
+            metrics: &self.metrics,
+            endpoint,
+            status: response.status(),
+            latency,
         }
-        _ => false,
-    });
-    if !recorded {
-        tracing::Span::current().record("problem", code);
+        .emit();
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
+/// The route template and method label a response answered for.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    route: Option<MatchedPath>,
+    method: &'static str,
+}
 
-    use super::*;
-
-    fn fields(id: &'static str) -> Option<RequestFields> {
-        Some(RequestFields::new(
-            Some(HeaderValue::from_static(id)),
-            "GET",
-            "/messages/{id}",
-            None,
-        ))
+impl Endpoint {
+    pub fn new(route: Option<MatchedPath>, method: &Method) -> Self {
+        Self {
+            route,
+            method: method_label(method),
+        }
     }
 
-    fn current_id() -> Option<String> {
-        with_current(|f| f.map(|f| f.request_id().to_owned()))
+    fn unknown() -> Self {
+        Self {
+            route: None,
+            method: "OTHER",
+        }
     }
 
-    #[test]
-    fn fields_are_current_only_inside_their_scope_and_nest() {
-        assert_eq!(current_id(), None);
-        let mut outer = fields("outer");
-        let mut inner = fields("inner");
-        in_scope(&mut outer, || {
-            assert_eq!(current_id().as_deref(), Some("outer"));
-            in_scope(&mut inner, || {
-                assert_eq!(current_id().as_deref(), Some("inner"));
-            });
-            assert_eq!(current_id().as_deref(), Some("outer"));
+    fn route(&self) -> &str {
+        self.route.as_ref().map_or(UNMATCHED_ROUTE, |m| m.as_str())
+    }
+}
+
+/// The request metrics of one route and method.
+struct EndpointHandles {
+    /// `relay_http_requests_total`, by status class (indexed like `STATUS_CLASSES`).
+    requests: [Counter; STATUS_CLASSES.len()],
+    duration: Histogram,
+}
+
+impl EndpointHandles {
+    fn register(route: &str, method: &'static str) -> Self {
+        let requests = STATUS_CLASSES.map(|class| {
+            metrics::counter!(Metric::HttpRequestsTotal.as_str(), "route" => route.to_owned(),
+                "method" => method, "status_class" => class)
         });
-        assert_eq!(current_id(), None);
-        assert_eq!(outer.unwrap().request_id(), "outer");
-        assert_eq!(inner.unwrap().request_id(), "inner");
+        let duration = metrics::histogram!(Metric::HttpRequestDurationSeconds.as_str(),
+            "route" => route.to_owned(), "method" => method);
+        Self { requests, duration }
+    }
+}
+
+/// The request metrics' handles by route template and method.
+pub struct RequestMetrics {
+    routes: HashMap<String, Vec<(&'static str, EndpointHandles)>>,
+}
+
+impl RequestMetrics {
+    /// Register the request metrics of every `(route, method)` (at zero, so dashboards show 0 before
+    /// the first request). Call once an exporter is installed: handles taken before stay no-ops.
+    pub fn register<'a>(endpoints: impl IntoIterator<Item = (&'a str, &'a Method)>) -> Self {
+        let mut routes: HashMap<String, Vec<(&'static str, EndpointHandles)>> = HashMap::new();
+        for (route, method) in endpoints {
+            let method = method_label(method);
+            let methods = routes.entry(route.to_owned()).or_default();
+            if !methods.iter().any(|(m, _)| *m == method) {
+                methods.push((method, EndpointHandles::register(route, method)));
+            }
+        }
+        Self { routes }
     }
 
-    #[test]
-    fn a_problem_recorded_inside_stays_with_the_request() {
-        let mut slot = fields("r1");
-        in_scope(&mut slot, || record_problem("not-found"));
-        let fields = slot.expect("the fields come back to their slot");
-        assert_eq!(fields.problem(), Some("not-found"));
-        assert_eq!(fields.route(), "/messages/{id}");
-        assert_eq!(current_id(), None);
-    }
-
-    #[test]
-    fn a_panic_inside_restores_the_slot_and_clears_the_thread() {
-        let mut slot = fields("r2");
-        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            in_scope(&mut slot, || panic!("handler panicked"))
-        }));
-        assert!(caught.is_err());
-        assert_eq!(current_id(), None);
-        assert_eq!(slot.expect("restored on unwind").request_id(), "r2");
+    /// Count a response and record its latency. An endpoint not registered (a method a route does not
+    /// take, answered 405) is counted through the registry: still bounded by the router.
+    pub fn record(&self, endpoint: &Endpoint, status: StatusCode, latency: Duration) {
+        let slot = status_slot(status);
+        let seconds = latency.as_secs_f64();
+        let route = endpoint.route();
+        let known = self
+            .routes
+            .get(route)
+            .and_then(|methods| methods.iter().find(|(m, _)| *m == endpoint.method));
+        match known {
+            Some((_, handles)) => {
+                handles.requests[slot].increment(1);
+                handles.duration.record(seconds);
+            }
+            None => {
+                let handles = EndpointHandles::register(route, endpoint.method);
+                handles.requests[slot].increment(1);
+                handles.duration.record(seconds);
+            }
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! A `Store` wrapper that times every operation and emits `StoreOperationCompleted` for it, so every
-//! backend is observed the same way without a line of telemetry inside the backends.
+//! backend is observed the same way without a line of telemetry inside the backends (which never
+//! import telemetry).
 
 use std::future::Future;
 use std::time::Instant;
@@ -7,11 +8,11 @@ use std::time::Instant;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{Backend, Created, DynStore, Store, StoreResult};
+use super::events::{Event, StoreOperationCompleted};
 use crate::domain::{
     IdempotencyKey, LogCursor, LogPage, Message, MessageId, MessageUpdate, PageLimit, SavedValue,
 };
-use crate::telemetry::events::{Event, StoreOp, StoreOperationCompleted};
+use crate::store::{Backend, Created, DynStore, Store, StoreOp, StoreResult};
 
 pub struct InstrumentedStore {
     inner: DynStore,
