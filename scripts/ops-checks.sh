@@ -50,7 +50,7 @@ done
 
 # ---- the binaries whose catalogs and log lines are checked ---------------------------------------------
 stale() {
-  [ ! -x "$1" ] || [ -n "$(find relay/src relay/Cargo.toml healthcheck/src healthcheck/Cargo.toml Cargo.lock \
+  [ ! -x "$1" ] || [ -n "$(find relay/src relay/Cargo.toml healthcheck/src healthcheck/Cargo.toml telemetry-core Cargo.lock \
                              -newer "$1" -print -quit 2>/dev/null)" ]
 }
 if stale target/debug/relay || stale target/debug/healthcheck; then

@@ -26,6 +26,10 @@ cargo fmt --all -- --check
 step "Lints (cargo clippy --all-targets -- -D warnings)"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "Module structure (no file imports from a module that imports it back)"
+python3 scripts/module-cycles.py --self-test >/dev/null || fail "the module-cycle checker failed its self-test"
+python3 scripts/module-cycles.py
+
 step "Local AWS-API server (moto on loopback) for the DynamoDB and CloudWatch tests"
 ./scripts/aws-local.sh install
 eval "$(./scripts/aws-local.sh start)"

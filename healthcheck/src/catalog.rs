@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use crate::probe::ProbeName;
+use crate::names::ProbeName;
 
 /// The CloudWatch namespace of every canary metric.
 pub const NAMESPACE: &str = "Relay/Canary";

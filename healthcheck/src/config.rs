@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use reqwest::Url;
 
-use crate::probe::ProbeName;
+use crate::names::{Budgets, ProbeName};
 
 /// healthcheck: the relayops canary.
 ///
@@ -178,42 +178,6 @@ impl Settings {
                 app_read: args.budget_app_read,
             },
         })
-    }
-}
-
-/// How long each probe may take, in all, before a success counts as a failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Budgets {
-    pub website: Duration,
-    pub api_roundtrip: Duration,
-    pub readyz: Duration,
-    pub saved: Duration,
-    pub app_read: Duration,
-}
-
-impl Default for Budgets {
-    /// Generous enough for a Lambda cold start behind API Gateway; tight enough to catch a store that
-    /// answers in seconds.
-    fn default() -> Self {
-        Self {
-            website: Duration::from_secs(2),
-            api_roundtrip: Duration::from_secs(3),
-            readyz: Duration::from_secs(1),
-            saved: Duration::from_secs(1),
-            app_read: Duration::from_secs(1),
-        }
-    }
-}
-
-impl Budgets {
-    pub fn of(&self, probe: ProbeName) -> Duration {
-        match probe {
-            ProbeName::Website => self.website,
-            ProbeName::ApiRoundtrip => self.api_roundtrip,
-            ProbeName::Readyz => self.readyz,
-            ProbeName::Saved => self.saved,
-            ProbeName::AppRead => self.app_read,
-        }
     }
 }
 

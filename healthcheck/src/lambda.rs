@@ -14,6 +14,7 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{RunArgs, Settings};
+use crate::logging;
 use crate::probe::run_canary;
 use crate::publish::Publisher;
 use crate::report::Report;
@@ -94,17 +95,9 @@ pub async fn handler(
 
 /// Read the settings from the environment, then serve invocations until the runtime stops.
 pub async fn run() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_current_span(false)
-        .with_target(false)
-        .init();
     let args = LambdaArgs::try_parse_from(["healthcheck-lambda"])?;
     let settings = Settings::from_args(&args.run)?;
+    logging::init(settings.stage.as_str(), "info", logging::Output::Stdout);
     let canary = Canary {
         settings,
         publisher: Some(Publisher::from_env().await),

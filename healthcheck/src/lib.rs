@@ -11,6 +11,12 @@ pub mod config;
 /// The Lambda entry: an EventBridge-scheduled handler over the same probes.
 #[cfg(feature = "lambda")]
 pub mod lambda;
+/// The canary's logs: the relay's flat JSON line shape (telemetry-core).
+pub mod logging;
+/// The canary's vocabulary (a leaf): probe names, failure kinds, latency budgets.
+pub mod names;
+/// What a probe found: results, failures and the requests made (plain data).
+pub mod outcome;
 /// The probes, one file each, and the runner that times them against their budgets.
 pub mod probe;
 /// Publish a run's results to CloudWatch: one batched PutMetricData call.
@@ -19,6 +25,8 @@ pub mod publish;
 pub mod report;
 /// The terminal view of a run, for the person who started it.
 pub mod terminal;
+/// Text helpers (a leaf): milliseconds, one-line excerpts.
+pub mod text;
 
 pub use config::Settings;
 pub use probe::run_canary;

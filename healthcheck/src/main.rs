@@ -14,7 +14,7 @@ use clap::Parser;
 use healthcheck::catalog;
 use healthcheck::config::{CatalogFormat, Cli, ColorChoice, Command, Settings};
 use healthcheck::publish::Publisher;
-use healthcheck::{run_canary, terminal};
+use healthcheck::{logging, run_canary, terminal};
 
 const PROBE_FAILED: u8 = 1;
 const CANARY_BROKEN: u8 = 2;
@@ -30,15 +30,6 @@ async fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    // Logs go to stderr and stay quiet unless RUST_LOG asks: stdout is the terminal view.
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
-
     let settings = match Settings::from_args(&cli.run) {
         Ok(settings) => settings,
         Err(error) => {
@@ -46,6 +37,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(CANARY_BROKEN);
         }
     };
+    // JSON lines on stderr, quiet unless RUST_LOG asks: stdout is the terminal view.
+    logging::init(settings.stage.as_str(), "warn", logging::Output::Stderr);
     let report = run_canary(&settings).await;
 
     let color = match cli.run.color {

@@ -115,7 +115,8 @@ mod tests {
 
     use super::*;
     use crate::config::Settings;
-    use crate::probe::{FailureKind, ProbeName, ProbeResult};
+    use crate::names::{FailureKind, ProbeName};
+    use crate::outcome::ProbeResult;
 
     fn probe(name: ProbeName, ok: bool, latency_ms: f64) -> ProbeResult {
         ProbeResult {

@@ -12,8 +12,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Settings;
-use crate::probe::ProbeResult;
-use crate::probe::http::{millis, one_line};
+use crate::outcome::ProbeResult;
+use crate::text::{millis, ms, one_line};
 
 /// Everything one canary run found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -269,15 +269,6 @@ fn bar(cells: f64) -> String {
     out
 }
 
-/// Milliseconds for people: "0.4 ms", "12 ms", "1250 ms".
-pub fn ms(value: f64) -> String {
-    if value < 10.0 {
-        format!("{value:.1} ms")
-    } else {
-        format!("{value:.0} ms")
-    }
-}
-
 fn seconds(ms: f64) -> String {
     format!("{:.3}", ms / 1000.0)
 }
@@ -321,7 +312,8 @@ mod tests {
 
     use super::*;
     use crate::config::Settings;
-    use crate::probe::{FailureKind, ProbeName, Step};
+    use crate::names::{FailureKind, ProbeName};
+    use crate::outcome::Step;
 
     fn result(probe: ProbeName, ok: bool, latency_ms: f64, budget_ms: u64) -> ProbeResult {
         ProbeResult {

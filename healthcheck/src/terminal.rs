@@ -5,8 +5,8 @@
 
 use std::fmt::Write as _;
 
-use crate::probe::http::one_line;
-use crate::report::{Report, ms};
+use crate::report::Report;
+use crate::text::{ms, one_line};
 
 const GREEN: &str = "\x1b[32m";
 const RED: &str = "\x1b[31m";
@@ -119,7 +119,8 @@ mod tests {
 
     use super::*;
     use crate::config::Settings;
-    use crate::probe::{FailureKind, ProbeName, ProbeResult};
+    use crate::names::{FailureKind, ProbeName};
+    use crate::outcome::ProbeResult;
 
     #[test]
     fn failures_show_their_reason_and_request_id_without_colour_codes() {

@@ -8,22 +8,25 @@ and every field a query uses is in the list for the log group it reads.
 
 from __future__ import annotations
 
+# The one line shape of the relay and the canary: the members every line starts with.
+LINE_SHAPE = "telemetry-core/src/lib.rs"
+
 # field -> the source file that emits it (relative to the repository root)
 RELAY_FIELDS: dict[str, str] = {
-    # Every line (telemetry/format.rs writes them before the event's own fields).
-    "timestamp": "relay/src/telemetry/format.rs",
-    "level": "relay/src/telemetry/format.rs",
-    "target": "relay/src/telemetry/format.rs",
-    "service": "relay/src/telemetry/format.rs",
-    "version": "relay/src/telemetry/format.rs",
-    "env": "relay/src/telemetry/format.rs",
+    # Every line (telemetry-core's layer writes them before the span and event fields).
+    "timestamp": LINE_SHAPE,
+    "level": LINE_SHAPE,
+    "target": LINE_SHAPE,
+    "service": LINE_SHAPE,
+    "version": LINE_SHAPE,
+    "env": LINE_SHAPE,
     "message": "relay/src/telemetry/events.rs",
-    # The request span (http/layers.rs): on every line logged while serving a request.
-    "request_id": "relay/src/http/layers.rs",
-    "method": "relay/src/http/layers.rs",
-    "route": "relay/src/http/layers.rs",
-    "cold_start": "relay/src/http/layers.rs",
-    "problem": "relay/src/http/error.rs",
+    # The request span (telemetry/request.rs): on every line logged while serving a request.
+    "request_id": "relay/src/telemetry/request.rs",
+    "method": "relay/src/telemetry/request.rs",
+    "route": "relay/src/telemetry/request.rs",
+    "cold_start": "relay/src/telemetry/request.rs",
+    "problem": "relay/src/http/problem.rs",
     # Events (telemetry/events.rs).
     "status": "relay/src/telemetry/events.rs",
     "latency_ms": "relay/src/telemetry/events.rs",
@@ -42,6 +45,30 @@ RELAY_FIELDS: dict[str, str] = {
 
 # Fields only the Lambda runtime produces: a local run cannot show them.
 LAMBDA_ONLY_RELAY_FIELDS = frozenset({"cold_start"})
+
+# The canary's lines: the same shape (telemetry-core), `service: healthcheck`, `env` = the stage.
+CANARY_FIELDS: dict[str, str] = {
+    **{name: LINE_SHAPE for name in ("timestamp", "level", "target", "service", "version", "env")},
+    "message": "healthcheck/src/probe/mod.rs",
+    # `Probe completed.`, one per probe (probe/mod.rs).
+    **{
+        name: "healthcheck/src/probe/mod.rs"
+        for name in ("probe", "ok", "status", "latency_ms", "budget_ms", "failure", "reason",
+                     "request_id", "request_id_sent", "attempts")
+    },
+    # `Canary run finished.`, one per Lambda invocation (lambda.rs).
+    **{
+        name: "healthcheck/src/lambda.rs"
+        for name in ("stage", "passed", "failed", "duration_ms", "published", "event_id", "detail_type",
+                     "scheduled_time", "aws_request_id")
+    },
+}
+
+# Fields only the canary's Lambda entry writes: a CLI run cannot show them.
+LAMBDA_ONLY_CANARY_FIELDS = frozenset(
+    {"stage", "passed", "failed", "duration_ms", "published", "event_id", "detail_type", "scheduled_time",
+     "aws_request_id"}
+)
 
 # Logs Insights' own fields, and those it discovers in Lambda platform lines (START/END/REPORT).
 SYSTEM_FIELDS = frozenset(

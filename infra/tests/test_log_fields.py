@@ -20,8 +20,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RELAY_BIN
-from log_fields import LAMBDA_ONLY_RELAY_FIELDS, LAMBDA_PLATFORM_FIELDS, RELAY_FIELDS, SYSTEM_FIELDS, log_group_kind
+from conftest import HEALTHCHECK_BIN, RELAY_BIN
+from log_fields import (
+    CANARY_FIELDS,
+    LAMBDA_ONLY_CANARY_FIELDS,
+    LAMBDA_ONLY_RELAY_FIELDS,
+    LAMBDA_PLATFORM_FIELDS,
+    RELAY_FIELDS,
+    SYSTEM_FIELDS,
+    log_group_kind,
+)
 from refs import dashboard_log_queries, query_fields, runbook_log_queries
 
 ADMIN_TOKEN = "ops-check-admin-token-0123456789"
@@ -82,9 +90,21 @@ class RunningRelay:
         return lines
 
 
+def _canary_lines(base: str, log: Path) -> list[dict]:
+    """target/debug/healthcheck run once against `base` at RUST_LOG=info: its JSON lines (stderr)."""
+    env = {**os.environ, "RUST_LOG": "info"}
+    run = subprocess.run(
+        [str(HEALTHCHECK_BIN), "--target", base, "--stage", "opscheck", "--color", "never"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    log.write_text(run.stderr)
+    return [json.loads(raw) for raw in run.stderr.splitlines() if raw.startswith("{")]
+
+
 @pytest.fixture(scope="session")
-def real_relay_lines(root) -> list[dict]:
-    """The relay's own JSON lines (target `relay...`) from two scripted runs."""
+def real_lines(root) -> dict[str, list[dict]]:
+    """The relay's own JSON lines (target `relay...`) from two scripted runs, and the canary's lines
+    from a run against each (all probes passing, then failing)."""
     if not RELAY_BIN.exists():
         pytest.fail(f"{RELAY_BIN} is missing: scripts/ops-checks.sh builds it")
     out_dir = root / "test-output" / "ops"
@@ -117,6 +137,7 @@ def real_relay_lines(root) -> list[dict]:
             assert _request(relay.base, "PUT", "/saved", b"ops check", auth)[0] == 204
             assert _request(relay.base, "PUT", "/saved", b"no token", {"content-type": "text/plain"})[0] == 401
             assert _request(relay.base, "DELETE", f"/messages/{msg_id}")[0] == 204
+            canary = _canary_lines(relay.base, out_dir / "canary-healthy.log")
             time.sleep(2.5)  # the 1 s message expires and the sweeper removes it
         finally:
             lines += relay.stop()
@@ -132,11 +153,18 @@ def real_relay_lines(root) -> list[dict]:
         statuses = [_request(relay.base, "GET", "/messages")[0] for _ in range(5)]
         assert 503 in statuses and 429 in statuses, statuses
         assert _request(relay.base, "GET", "/readyz")[0] == 503
+        canary += _canary_lines(relay.base, out_dir / "canary-failing.log")
     finally:
         lines += relay.stop()
     own = [line for line in lines if str(line.get("target", "")).startswith("relay")]
     assert len(own) > 20, "too few relay log lines to judge"
-    return own
+    assert any(l.get("ok") is False for l in canary) and any(l.get("ok") is True for l in canary), canary
+    return {"relay": own, "canary": canary}
+
+
+@pytest.fixture(scope="session")
+def real_relay_lines(real_lines) -> list[dict]:
+    return real_lines["relay"]
 
 
 def test_the_relay_field_list_names_fields_present_in_the_source(root):
@@ -151,6 +179,24 @@ def test_a_real_relay_run_emits_exactly_the_listed_fields(real_relay_lines):
     assert not unknown, f"the relay emits fields infra/tests/log_fields.py does not list: {sorted(unknown)}"
     missing = set(RELAY_FIELDS) - LAMBDA_ONLY_RELAY_FIELDS - seen
     assert not missing, f"listed fields no line of the scripted run carried: {sorted(missing)}"
+
+
+def test_the_canary_field_list_names_fields_present_in_the_source(root):
+    for name, source in CANARY_FIELDS.items():
+        text = (root / source).read_text(encoding="utf-8")
+        assert re.search(rf"\b{name}\b", text), f"{name} is not in {source}: the list in log_fields.py is stale"
+
+
+def test_a_real_canary_run_emits_the_relay_line_shape_and_exactly_the_listed_fields(real_lines):
+    lines = real_lines["canary"]
+    for line in lines:
+        assert list(line)[:6] == ["timestamp", "level", "target", "service", "version", "env"], line
+        assert line["service"] == "healthcheck" and line["env"] == "opscheck", line
+    seen = {key for line in lines for key in line}
+    unknown = seen - set(CANARY_FIELDS)
+    assert not unknown, f"the canary emits fields infra/tests/log_fields.py does not list: {sorted(unknown)}"
+    missing = set(CANARY_FIELDS) - LAMBDA_ONLY_CANARY_FIELDS - seen
+    assert not missing, f"listed canary fields no line of the run carried: {sorted(missing)}"
 
 
 def test_request_lines_carry_the_request_fields(real_relay_lines):
@@ -178,7 +224,7 @@ def _fields_for(kind: str, templates) -> set[str]:
         return set(RELAY_FIELDS) | SYSTEM_FIELDS | LAMBDA_PLATFORM_FIELDS
     if kind == "access":
         return set(access_log_format(templates)) | SYSTEM_FIELDS
-    return SYSTEM_FIELDS | LAMBDA_PLATFORM_FIELDS
+    return set(CANARY_FIELDS) | SYSTEM_FIELDS | LAMBDA_PLATFORM_FIELDS
 
 
 def _check(queries, templates) -> list[str]:

@@ -128,10 +128,16 @@ pub struct Config {
 }
 
 impl Config {
-    /// A configuration for tests and embedding: memory store, defaults everywhere else.
+    /// A configuration for tests and embedding: memory store, defaults everywhere else. Never reads the
+    /// `RELAY_*` environment, so a developer's settings cannot leak into a test.
     pub fn for_tests() -> Self {
-        let cli = Cli::parse_from(["relay", "--store", "memory:"]);
-        cli.serve
+        use clap::{CommandFactory, FromArgMatches};
+        let command = Cli::command().mut_args(|arg| arg.env(None::<&str>));
+        let matches = command.get_matches_from(["relay", "--store", "memory:"]);
+        match Cli::from_arg_matches(&matches) {
+            Ok(cli) => cli.serve,
+            Err(error) => error.exit(),
+        }
     }
 
     pub fn rate_limit_burst(&self) -> u32 {
@@ -283,6 +289,40 @@ mod tests {
             .parse()
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(!format!("{token:?}").contains("secret"));
+    }
+
+    /// Run in a child process (this test binary again) with `RELAY_*` set, since a test cannot safely set
+    /// its own process's environment.
+    #[test]
+    fn test_configurations_ignore_the_relay_environment() {
+        if std::env::var_os("RELAY_CONFIG_TEST_CHILD").is_some() {
+            let parsed = Cli::parse_from(["relay"]).serve;
+            assert_eq!(parsed.rate_limit, 7, "the child sees the environment");
+            assert_eq!(parsed.environment, "from-env");
+            let config = Config::for_tests();
+            assert_eq!(config.rate_limit, 50, "for_tests keeps the default");
+            assert_eq!(config.environment, "local");
+            assert_eq!(config.store, StoreUri::Memory);
+            return;
+        }
+        let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
+        let output = std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "config::tests::test_configurations_ignore_the_relay_environment",
+            ])
+            .env("RELAY_CONFIG_TEST_CHILD", "1")
+            .env("RELAY_RATE_LIMIT", "7")
+            .env("RELAY_ENV", "from-env")
+            .env("RELAY_STORE", "sqlite:/nonexistent/relay.db")
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{stdout}");
+        assert!(
+            stdout.contains("1 passed"),
+            "the child ran the test: {stdout}"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub fn is_running_on_lambda() -> bool {
 
 /// Serve Lambda invocations until the runtime stops the process.
 pub async fn run(config: Config) -> Result<(), lambda_http::Error> {
-    telemetry::mark_lambda();
+    telemetry::request::mark_lambda();
     let collector = telemetry::install_emf(&config.environment)?;
     let store = startup::open_store(&config).await?;
     let app = startup::build(&config, store.clone());

@@ -37,8 +37,9 @@ use crate::store::memory::MemoryStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{DynStore, StoreError};
 use crate::telemetry;
+use crate::telemetry::endpoint::{RequestMetrics, UNMATCHED_ROUTE};
 use crate::telemetry::events::{Event, MessagesExpired, RelayStarted};
-use crate::telemetry::request::{RequestMetrics, UNMATCHED_ROUTE, trace_layer};
+use crate::telemetry::request::trace_layer;
 use crate::telemetry::store::InstrumentedStore;
 
 /// The most expired messages one sweep transaction removes.

@@ -12,8 +12,9 @@ use reqwest::header::LOCATION;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::Failure;
-use super::http::{Session, header_str, one_line};
+use super::http::{Session, header_str};
+use crate::outcome::Failure;
+use crate::text::one_line;
 
 /// Long enough for the round trip under any budget, short enough that a leaked message goes quickly.
 pub const TTL_SECONDS: i64 = 60;

@@ -6,8 +6,9 @@ use chrono::DateTime;
 use reqwest::StatusCode;
 use serde::Deserialize;
 
-use super::Failure;
-use super::http::{Session, one_line};
+use super::http::Session;
+use crate::outcome::Failure;
+use crate::text::one_line;
 
 #[derive(Debug, Deserialize)]
 struct Page {

@@ -11,8 +11,10 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 
-use super::{Failure, FailureKind, Step};
 use crate::config::Target;
+use crate::names::FailureKind;
+use crate::outcome::{Failure, Step};
+use crate::text::{millis, one_line};
 
 /// The header that carries request ids, both ways.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -227,10 +229,6 @@ pub fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .and_then(|v: &HeaderValue| v.to_str().ok())
 }
 
-pub fn millis(duration: Duration) -> f64 {
-    (duration.as_secs_f64() * 1_000_000.0).round() / 1000.0
-}
-
 impl Fetched {
     /// `METHOD /path`, the prefix of every reason about this response.
     pub fn what(&self) -> String {
@@ -347,19 +345,6 @@ fn status_text(status: StatusCode) -> String {
 pub fn quoted_start(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(240)]);
     format!("\"{}\"", one_line(&text, 60))
-}
-
-/// `text` on one line, control characters replaced, at most `max` characters (then `…`).
-pub fn one_line(text: &str, max: usize) -> String {
-    let mut out: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(max)
-        .collect();
-    if text.chars().count() > max {
-        out.push('…');
-    }
-    out
 }
 
 #[cfg(test)]

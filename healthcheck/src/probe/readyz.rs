@@ -5,8 +5,8 @@
 use reqwest::StatusCode;
 use serde::Deserialize;
 
-use super::Failure;
 use super::http::Session;
+use crate::outcome::Failure;
 
 #[derive(Debug, Deserialize)]
 struct Ready {

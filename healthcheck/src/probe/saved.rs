@@ -4,8 +4,9 @@
 
 use reqwest::StatusCode;
 
-use super::Failure;
-use super::http::{Session, one_line, quoted_start};
+use super::http::{Session, quoted_start};
+use crate::outcome::Failure;
+use crate::text::one_line;
 
 const HEADING: &str = "<h1>The saved string is ";
 

@@ -6,8 +6,8 @@
 
 use reqwest::{Method, StatusCode, Url};
 
-use super::Failure;
 use super::http::{Session, quoted_start};
+use crate::outcome::Failure;
 
 /// Files the page must reference, by the end of their path.
 const REQUIRED: [&str; 2] = ["/assets/app.js", "/assets/app.css"];

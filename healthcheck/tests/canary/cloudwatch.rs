@@ -14,7 +14,7 @@ use aws_sdk_cloudwatch::error::BoxError;
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, DimensionFilter, Metric, MetricDataQuery, MetricStat};
 use healthcheck::catalog::NAMESPACE;
-use healthcheck::probe::ProbeName;
+use healthcheck::names::ProbeName;
 use healthcheck::publish::Publisher;
 use healthcheck::run_canary;
 use tokio::process::Command;

@@ -9,8 +9,9 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use healthcheck::config::Budgets;
-use healthcheck::probe::{FailureKind, ProbeName, ProbeResult};
+use healthcheck::names::Budgets;
+use healthcheck::names::{FailureKind, ProbeName};
+use healthcheck::outcome::ProbeResult;
 use healthcheck::{Report, run_canary};
 
 use crate::helpers::CanaryTarget;

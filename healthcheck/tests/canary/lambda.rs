@@ -2,7 +2,7 @@
 //! loopback: no AWS and no Lambda runtime needed (publishing from the handler is in cloudwatch.rs).
 
 use healthcheck::lambda::{Canary, ScheduledEvent, handler};
-use healthcheck::probe::ProbeName;
+use healthcheck::names::ProbeName;
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::json;
 

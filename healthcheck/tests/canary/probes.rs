@@ -1,7 +1,7 @@
 //! Every probe against a healthy relay running in this process: all green, each with what it saw, and
 //! nothing left behind. These tests must never inject a fault: faults.rs does that.
 
-use healthcheck::probe::ProbeName;
+use healthcheck::names::ProbeName;
 use healthcheck::run_canary;
 
 use crate::helpers::CanaryTarget;

@@ -11,12 +11,14 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::problem::UNAVAILABLE_RETRY_AFTER;
 use crate::service::ServiceError;
 use crate::store::StoreError;
 use crate::telemetry::events::AuthFailure;
 
 pub type ApiResult<T, E = ApiError> = Result<T, E>;
+
+/// How long clients are told to wait when the store is unavailable or the request timed out.
+pub const UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(2);
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 

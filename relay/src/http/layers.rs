@@ -15,8 +15,9 @@ use tower_http::request_id::{MakeRequestId, RequestId};
 
 use super::error::ApiError;
 use super::extract::ClientIp;
+use crate::telemetry::endpoint::UNMATCHED_ROUTE;
 use crate::telemetry::events::{Event, RateLimited};
-use crate::telemetry::request::{REQUEST_ID, UNMATCHED_ROUTE};
+use crate::telemetry::request::REQUEST_ID;
 
 /// Whether an incoming request id is safe to adopt: 1-128 characters of `A-Za-z0-9._:-+/=` (the last
 /// three because API Gateway's ids are base64).

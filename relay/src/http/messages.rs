@@ -12,9 +12,9 @@ use utoipa_axum::routes;
 use super::error::{ApiError, ApiResult};
 use super::extract::{AppJson, IdPath, IdempotencyKeyHeader, IfNoneMatch};
 use super::problem::Problem;
-use super::{AppState, parse_ttl, rfc3339};
+use super::{AppState, CachedMessage, Rendered, parse_ttl, rfc3339};
 use crate::domain::{MAX_TTL_SECONDS, Message, MessageUpdate, Precondition};
-use crate::service::{CreateOutcome, SharedMessage};
+use crate::service::CreateOutcome;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -69,18 +69,6 @@ pub struct MessageCount {
     /// Exact for creates and deletes; may include messages that expired within the last sweep interval.
     pub count: u64,
 }
-
-/// A message revision as this module sends it: the JSON body and the `ETag`, both shared, so a read of
-/// a cached message copies and allocates neither. Made once per cached revision (the service keeps it
-/// with the message).
-#[derive(Debug, Clone)]
-pub struct Rendered {
-    pub json: axum::body::Bytes,
-    pub etag: axum::body::Bytes,
-}
-
-/// A message as the service shares it, with this module's representation.
-pub type CachedMessage = SharedMessage<Rendered>;
 
 /// A message revision as sent: its JSON and its `ETag`, rendered once per revision.
 fn rendered(message: &CachedMessage) -> &Rendered {

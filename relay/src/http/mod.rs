@@ -17,7 +17,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::config::AdminToken;
 use crate::domain::{MessageBody, Ttl};
-use crate::service::Messages;
+use crate::service::{Messages, SharedMessage};
 use crate::store::DynStore;
 use error::ApiError;
 
@@ -40,9 +40,21 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// A message revision as `/messages` sends it: the JSON body and the `ETag`, both shared, so a read of
+/// a cached message copies and allocates neither. Made once per cached revision: the service keeps it
+/// with the message (see [`SharedMessage`]).
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub json: axum::body::Bytes,
+    pub etag: axum::body::Bytes,
+}
+
+/// A message as the service shares it, with its HTTP representation.
+pub type CachedMessage = SharedMessage<Rendered>;
+
 /// The application's shared parts.
 pub struct Context {
-    pub messages: Messages<messages::Rendered>,
+    pub messages: Messages<Rendered>,
     pub store: DynStore,
     pub max_message_bytes: usize,
     pub admin_token: Option<AdminToken>,

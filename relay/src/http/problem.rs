@@ -7,8 +7,6 @@
 //! bare status from a layer or the router (405, 413 from the body limit, 503 from the timeout), which
 //! becomes a generic problem of that status. Must never: send a 500's reason to the client.
 
-use std::time::Duration;
-
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::MatchedPath;
@@ -18,14 +16,12 @@ use serde::Serialize;
 use tower_http::request_id::RequestId;
 use utoipa::ToSchema;
 
-use super::error::{InternalError, PendingProblem};
+use super::error::{InternalError, PendingProblem, UNAVAILABLE_RETRY_AFTER};
+use crate::telemetry::endpoint::Endpoint;
 use crate::telemetry::events::{Event, RequestFailedInternally};
-use crate::telemetry::request::{Endpoint, record_problem};
+use crate::telemetry::request::record_problem;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
-
-/// How long clients are told to wait when the store is unavailable or the request timed out.
-pub const UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(2);
 
 /// An RFC 9457 problem details body.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -153,7 +149,7 @@ mod tests {
             )
             .layer(axum::middleware::map_response(finish_response))
             .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
-                crate::http::layers::NewRequestId,
+                tower_http::request_id::MakeRequestUuid,
             ));
         let response = app
             .oneshot(

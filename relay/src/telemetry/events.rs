@@ -6,43 +6,15 @@
 
 use std::time::Duration;
 
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 
+use super::endpoint::{Endpoint, RequestMetrics};
 use super::names::Metric;
-use super::request::{Endpoint, RequestMetrics};
 use crate::store::{Backend, StoreError, StoreOp};
 
 /// An event: emitting it writes its log line and updates its metrics.
 pub trait Event {
     fn emit(self);
-}
-
-/// The HTTP method as a bounded label value (`OTHER` for anything unusual).
-pub fn method_label(method: &Method) -> &'static str {
-    match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        Method::PATCH => "PATCH",
-        _ => "OTHER",
-    }
-}
-
-/// Every value the status class label takes, in order ([`status_slot`] indexes it).
-pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-
-/// The position of a status's class in [`STATUS_CLASSES`].
-pub fn status_slot(status: StatusCode) -> usize {
-    match status.as_u16() {
-        100..=199 => 0,
-        200..=299 => 1,
-        300..=399 => 2,
-        400..=499 => 3,
-        _ => 4,
-    }
 }
 
 /// A response was sent: the line that closes a request (`Request finished.`, or `Request failed.` at
@@ -84,20 +56,14 @@ impl Event for StoreOperationCompleted<'_> {
         let latency_ms = millis(self.latency);
         metrics::histogram!(Metric::StoreOperationDurationSeconds.as_str(), "backend" => backend, "op" => op)
             .record(self.latency.as_secs_f64());
-        match self.error {
+        match self.error.filter(|error| error.is_fault()) {
+            // Not a fault: the request's own outcome (`not_found`, `precondition_failed`) or `ok`.
             None => tracing::debug!(
                 message = "Store operation finished.",
                 backend,
                 op,
                 latency_ms,
-                outcome = "ok"
-            ),
-            Some(error) if !error.is_fault() => tracing::debug!(
-                message = "Store operation finished.",
-                backend,
-                op,
-                latency_ms,
-                outcome = error.code()
+                outcome = self.error.map_or("ok", StoreError::code)
             ),
             Some(error) => {
                 tracing::error!(message = "Store operation failed.", backend, op, latency_ms,

@@ -6,6 +6,7 @@
 
 #![allow(clippy::disallowed_macros)] // the one place metrics are emitted
 
+pub mod endpoint;
 pub mod events;
 pub mod names;
 pub mod paced;
@@ -13,7 +14,6 @@ pub mod request;
 pub mod store;
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -127,11 +127,6 @@ enum Exporter {
 
 static EXPORTER: OnceLock<Exporter> = OnceLock::new();
 
-/// Whether a metrics exporter (Prometheus or EMF) has been installed in this process.
-pub fn exporter_installed() -> bool {
-    EXPORTER.get().is_some()
-}
-
 /// The Prometheus handle for `/metrics`, installing the Prometheus recorder if no exporter is installed
 /// yet (servers and tests). `None` when the relay exports EMF instead (Lambda).
 pub fn prometheus() -> Option<PrometheusHandle> {
@@ -197,19 +192,4 @@ fn describe_all() {
             Kind::Histogram => metrics::describe_histogram!(spec.name, unit, spec.help),
         }
     }
-}
-
-static ON_LAMBDA: AtomicBool = AtomicBool::new(false);
-static COLD: AtomicBool = AtomicBool::new(true);
-
-/// Mark the process as a Lambda function, so requests report `cold_start`.
-pub fn mark_lambda() {
-    ON_LAMBDA.store(true, Ordering::Relaxed);
-}
-
-/// In Lambda: `Some(true)` for the first request of this sandbox, then `Some(false)`. Elsewhere `None`.
-pub fn cold_start() -> Option<bool> {
-    ON_LAMBDA
-        .load(Ordering::Relaxed)
-        .then(|| COLD.swap(false, Ordering::Relaxed))
 }

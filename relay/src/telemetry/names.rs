@@ -19,29 +19,6 @@ pub enum Unit {
     Bytes,
 }
 
-/// Every metric the relay emits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Metric {
-    HttpRequestsTotal,
-    HttpRequestDurationSeconds,
-    StoreOperationDurationSeconds,
-    StoreErrorsTotal,
-    MessagesCreatedTotal,
-    MessagesReadTotal,
-    MessagesUpdatedTotal,
-    MessagesDeletedTotal,
-    MessagesExpiredTotal,
-    IdempotentReplaysTotal,
-    RateLimitedTotal,
-    CacheHitsTotal,
-    CacheMissesTotal,
-    AppTimestampsTotal,
-    SavedStringUpdatesTotal,
-    AdminAuthFailuresTotal,
-    ColdStartsTotal,
-    BuildInfo,
-}
-
 /// One catalog entry, as `relay metrics-catalog` prints it.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Spec {
@@ -52,171 +29,74 @@ pub struct Spec {
     pub help: &'static str,
 }
 
-impl Metric {
-    pub const ALL: &'static [Metric] = &[
-        Metric::HttpRequestsTotal,
-        Metric::HttpRequestDurationSeconds,
-        Metric::StoreOperationDurationSeconds,
-        Metric::StoreErrorsTotal,
-        Metric::MessagesCreatedTotal,
-        Metric::MessagesReadTotal,
-        Metric::MessagesUpdatedTotal,
-        Metric::MessagesDeletedTotal,
-        Metric::MessagesExpiredTotal,
-        Metric::IdempotentReplaysTotal,
-        Metric::RateLimitedTotal,
-        Metric::CacheHitsTotal,
-        Metric::CacheMissesTotal,
-        Metric::AppTimestampsTotal,
-        Metric::SavedStringUpdatesTotal,
-        Metric::AdminAuthFailuresTotal,
-        Metric::ColdStartsTotal,
-        Metric::BuildInfo,
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        self.spec().name
-    }
-
-    pub const fn spec(self) -> Spec {
-        use Kind::*;
-        use Unit::*;
-        let (name, kind, unit, labels, help): (_, _, _, &'static [&'static str], _) = match self {
-            Metric::HttpRequestsTotal => (
-                "relay_http_requests_total",
-                Counter,
-                Count,
-                &["route", "method", "status_class"],
-                "HTTP requests answered, by route template, method and status class.",
-            ),
-            Metric::HttpRequestDurationSeconds => (
-                "relay_http_request_duration_seconds",
-                Histogram,
-                Seconds,
-                &["route", "method"],
-                "Time from request received to response headers sent.",
-            ),
-            Metric::StoreOperationDurationSeconds => (
-                "relay_store_operation_duration_seconds",
-                Histogram,
-                Seconds,
-                &["backend", "op"],
-                "Time taken by each store operation, successful or not.",
-            ),
-            Metric::StoreErrorsTotal => (
-                "relay_store_errors_total",
-                Counter,
-                Count,
-                &["backend", "op", "error_code"],
-                "Store operations that failed because of the store (busy, unavailable, internal).",
-            ),
-            Metric::MessagesCreatedTotal => (
-                "relay_messages_created_total",
-                Counter,
-                Count,
-                &[],
-                "Messages written (idempotent replays excluded).",
-            ),
-            Metric::MessagesReadTotal => (
-                "relay_messages_read_total",
-                Counter,
-                Count,
-                &[],
-                "Messages returned by id.",
-            ),
-            Metric::MessagesUpdatedTotal => (
-                "relay_messages_updated_total",
-                Counter,
-                Count,
-                &[],
-                "Messages replaced by PUT.",
-            ),
-            Metric::MessagesDeletedTotal => (
-                "relay_messages_deleted_total",
-                Counter,
-                Count,
-                &[],
-                "Messages deleted by DELETE.",
-            ),
-            Metric::MessagesExpiredTotal => (
-                "relay_messages_expired_total",
-                Counter,
-                Count,
-                &[],
-                "Expired messages removed by the sweeper.",
-            ),
-            Metric::IdempotentReplaysTotal => (
-                "relay_idempotent_replays_total",
-                Counter,
-                Count,
-                &[],
-                "Creates answered from an earlier request with the same Idempotency-Key.",
-            ),
-            Metric::RateLimitedTotal => (
-                "relay_rate_limited_total",
-                Counter,
-                Count,
-                &["route"],
-                "Requests refused with 429 by the per-client rate limit.",
-            ),
-            Metric::CacheHitsTotal => (
-                "relay_cache_hits_total",
-                Counter,
-                Count,
-                &[],
-                "Reads by id answered from the in-process cache.",
-            ),
-            Metric::CacheMissesTotal => (
-                "relay_cache_misses_total",
-                Counter,
-                Count,
-                &[],
-                "Reads by id that went to the store.",
-            ),
-            Metric::AppTimestampsTotal => (
-                "relay_app_timestamps_total",
-                Counter,
-                Count,
-                &[],
-                "Timestamps appended to the /app log.",
-            ),
-            Metric::SavedStringUpdatesTotal => (
-                "relay_saved_string_updates_total",
-                Counter,
-                Count,
-                &[],
-                "Changes of the saved string.",
-            ),
-            Metric::AdminAuthFailuresTotal => (
-                "relay_admin_auth_failures_total",
-                Counter,
-                Count,
-                &["reason"],
-                "Writes to the saved string refused for a missing or wrong admin token.",
-            ),
-            Metric::ColdStartsTotal => (
-                "relay_cold_starts_total",
-                Counter,
-                Count,
-                &[],
-                "Lambda sandboxes that served their first request (0 outside Lambda).",
-            ),
-            Metric::BuildInfo => (
-                "relay_build_info",
-                Gauge,
-                Count,
-                &["version"],
-                "Always 1; the labels say which build is running.",
-            ),
-        };
-        Spec {
-            name,
-            kind,
-            unit,
-            labels,
-            help,
+/// Declares `Metric` (one variant per line), `Metric::ALL` in this order, and `Metric::spec`.
+macro_rules! catalog {
+    ($($metric:ident => $name:literal, $kind:ident, $unit:ident, [$($label:literal),*], $help:literal;)*) => {
+        /// Every metric the relay emits.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Metric {
+            $($metric,)*
         }
-    }
+
+        impl Metric {
+            pub const ALL: &'static [Metric] = &[$(Metric::$metric,)*];
+
+            pub const fn spec(self) -> Spec {
+                match self {
+                    $(Metric::$metric => Spec {
+                        name: $name,
+                        kind: Kind::$kind,
+                        unit: Unit::$unit,
+                        labels: &[$($label),*],
+                        help: $help,
+                    },)*
+                }
+            }
+
+            pub const fn as_str(self) -> &'static str {
+                self.spec().name
+            }
+        }
+    };
+}
+
+catalog! {
+    HttpRequestsTotal => "relay_http_requests_total", Counter, Count, ["route", "method", "status_class"],
+        "HTTP requests answered, by route template, method and status class.";
+    HttpRequestDurationSeconds => "relay_http_request_duration_seconds", Histogram, Seconds, ["route", "method"],
+        "Time from request received to response headers sent.";
+    StoreOperationDurationSeconds => "relay_store_operation_duration_seconds", Histogram, Seconds, ["backend", "op"],
+        "Time taken by each store operation, successful or not.";
+    StoreErrorsTotal => "relay_store_errors_total", Counter, Count, ["backend", "op", "error_code"],
+        "Store operations that failed because of the store (busy, unavailable, internal).";
+    MessagesCreatedTotal => "relay_messages_created_total", Counter, Count, [],
+        "Messages written (idempotent replays excluded).";
+    MessagesReadTotal => "relay_messages_read_total", Counter, Count, [],
+        "Messages returned by id.";
+    MessagesUpdatedTotal => "relay_messages_updated_total", Counter, Count, [],
+        "Messages replaced by PUT.";
+    MessagesDeletedTotal => "relay_messages_deleted_total", Counter, Count, [],
+        "Messages deleted by DELETE.";
+    MessagesExpiredTotal => "relay_messages_expired_total", Counter, Count, [],
+        "Expired messages removed by the sweeper.";
+    IdempotentReplaysTotal => "relay_idempotent_replays_total", Counter, Count, [],
+        "Creates answered from an earlier request with the same Idempotency-Key.";
+    RateLimitedTotal => "relay_rate_limited_total", Counter, Count, ["route"],
+        "Requests refused with 429 by the per-client rate limit.";
+    CacheHitsTotal => "relay_cache_hits_total", Counter, Count, [],
+        "Reads by id answered from the in-process cache.";
+    CacheMissesTotal => "relay_cache_misses_total", Counter, Count, [],
+        "Reads by id that went to the store.";
+    AppTimestampsTotal => "relay_app_timestamps_total", Counter, Count, [],
+        "Timestamps appended to the /app log.";
+    SavedStringUpdatesTotal => "relay_saved_string_updates_total", Counter, Count, [],
+        "Changes of the saved string.";
+    AdminAuthFailuresTotal => "relay_admin_auth_failures_total", Counter, Count, ["reason"],
+        "Writes to the saved string refused for a missing or wrong admin token.";
+    ColdStartsTotal => "relay_cold_starts_total", Counter, Count, [],
+        "Lambda sandboxes that served their first request (0 outside Lambda).";
+    BuildInfo => "relay_build_info", Gauge, Count, ["version"],
+        "Always 1; the labels say which build is running.";
 }
 
 /// The whole catalog, in a stable order.

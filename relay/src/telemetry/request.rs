@@ -5,33 +5,27 @@
 //!   lets this span through (see `telemetry::init_logging`), so they are there at any `RUST_LOG`.
 //! - [`ResponseSent`] (`on_response`): emits `HttpResponseSent`, the line that closes the request and
 //!   the request metrics.
-//! - [`RequestMetrics`]: the handles of those metrics, registered once for every route and method of
-//!   the router when it is built, so a request updates two atomics and builds no label.
-//! - [`Endpoint`]: which route and method a response answered. The HTTP response step puts it in the
-//!   response's extensions: `TraceLayer`'s callbacks share nothing per request but the span.
+//!
+//! The request metrics' labels come from [`Endpoint`](super::endpoint::Endpoint), which the HTTP response
+//! step puts in the response's extensions: `TraceLayer`'s callbacks share nothing per request but the
+//! span.
 //!
 //! Must never: label a metric with a raw path, or lose the request's fields on a line inside it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::extract::MatchedPath;
-use axum::http::{Method, Request, Response, StatusCode};
-use metrics::{Counter, Histogram};
+use axum::http::{Request, Response};
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::trace::{MakeSpan, OnResponse, TraceLayer};
 
-use super::events::{
-    ColdStart, Event, HttpResponseSent, STATUS_CLASSES, method_label, status_slot,
-};
-use super::names::Metric;
+use super::endpoint::{Endpoint, RequestMetrics, UNMATCHED_ROUTE, method_label};
+use super::events::{ColdStart, Event, HttpResponseSent};
 
 /// The name of the request span, which `RUST_LOG` span directives (`relay[request]=debug`) match.
 pub const SPAN_NAME: &str = "request";
-
-/// The route label of a request that no route matched.
-pub const UNMATCHED_ROUTE: &str = "unmatched";
 
 /// The request id header, set on every request before anything else sees it.
 pub const REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");
@@ -75,7 +69,7 @@ impl<B> MakeSpan<B> for RequestSpan {
             cold_start = tracing::field::Empty,
             problem = tracing::field::Empty,
         );
-        if let Some(cold) = super::cold_start() {
+        if let Some(cold) = cold_start() {
             span.record("cold_start", cold);
             if cold {
                 span.in_scope(|| ColdStart.emit());
@@ -110,92 +104,17 @@ impl<B> OnResponse<B> for ResponseSent {
     }
 }
 
-/// The route template and method label a response answered for.
-#[derive(Debug, Clone)]
-pub struct Endpoint {
-    route: Option<MatchedPath>,
-    method: &'static str,
+static ON_LAMBDA: AtomicBool = AtomicBool::new(false);
+static COLD: AtomicBool = AtomicBool::new(true);
+
+/// Mark the process as a Lambda function, so requests report `cold_start`.
+pub fn mark_lambda() {
+    ON_LAMBDA.store(true, Ordering::Relaxed);
 }
 
-impl Endpoint {
-    pub fn new(route: Option<MatchedPath>, method: &Method) -> Self {
-        Self {
-            route,
-            method: method_label(method),
-        }
-    }
-
-    fn unknown() -> Self {
-        Self {
-            route: None,
-            method: "OTHER",
-        }
-    }
-
-    fn route(&self) -> &str {
-        self.route.as_ref().map_or(UNMATCHED_ROUTE, |m| m.as_str())
-    }
-}
-
-/// The request metrics of one route and method.
-struct EndpointHandles {
-    /// `relay_http_requests_total`, by status class (indexed like `STATUS_CLASSES`).
-    requests: [Counter; STATUS_CLASSES.len()],
-    duration: Histogram,
-}
-
-impl EndpointHandles {
-    fn register(route: &str, method: &'static str) -> Self {
-        let requests = STATUS_CLASSES.map(|class| {
-            metrics::counter!(Metric::HttpRequestsTotal.as_str(), "route" => route.to_owned(),
-                "method" => method, "status_class" => class)
-        });
-        let duration = metrics::histogram!(Metric::HttpRequestDurationSeconds.as_str(),
-            "route" => route.to_owned(), "method" => method);
-        Self { requests, duration }
-    }
-}
-
-/// The request metrics' handles by route template and method.
-pub struct RequestMetrics {
-    routes: HashMap<String, Vec<(&'static str, EndpointHandles)>>,
-}
-
-impl RequestMetrics {
-    /// Register the request metrics of every `(route, method)` (at zero, so dashboards show 0 before
-    /// the first request). Call once an exporter is installed: handles taken before stay no-ops.
-    pub fn register<'a>(endpoints: impl IntoIterator<Item = (&'a str, &'a Method)>) -> Self {
-        let mut routes: HashMap<String, Vec<(&'static str, EndpointHandles)>> = HashMap::new();
-        for (route, method) in endpoints {
-            let method = method_label(method);
-            let methods = routes.entry(route.to_owned()).or_default();
-            if !methods.iter().any(|(m, _)| *m == method) {
-                methods.push((method, EndpointHandles::register(route, method)));
-            }
-        }
-        Self { routes }
-    }
-
-    /// Count a response and record its latency. An endpoint not registered (a method a route does not
-    /// take, answered 405) is counted through the registry: still bounded by the router.
-    pub fn record(&self, endpoint: &Endpoint, status: StatusCode, latency: Duration) {
-        let slot = status_slot(status);
-        let seconds = latency.as_secs_f64();
-        let route = endpoint.route();
-        let known = self
-            .routes
-            .get(route)
-            .and_then(|methods| methods.iter().find(|(m, _)| *m == endpoint.method));
-        match known {
-            Some((_, handles)) => {
-                handles.requests[slot].increment(1);
-                handles.duration.record(seconds);
-            }
-            None => {
-                let handles = EndpointHandles::register(route, endpoint.method);
-                handles.requests[slot].increment(1);
-                handles.duration.record(seconds);
-            }
-        }
-    }
+/// In Lambda: `Some(true)` for the first request of this sandbox, then `Some(false)`. Elsewhere `None`.
+fn cold_start() -> Option<bool> {
+    ON_LAMBDA
+        .load(Ordering::Relaxed)
+        .then(|| COLD.swap(false, Ordering::Relaxed))
 }

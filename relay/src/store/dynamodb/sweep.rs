@@ -16,11 +16,11 @@ use aws_sdk_dynamodb::types::ReturnValue;
 use chrono::{DateTime, Utc};
 use tokio::task::JoinSet;
 
-use super::DynamoStore;
 use super::schema::{
     Counter, EXPIRES_AT, EXPIRES_AT_US, EXPIRY_BUCKET, EXPIRY_INDEX, EXPIRY_SHARDS, Item, PK, SK,
     SWEEP_FROM_HOUR, expiry_bucket, get_opt_i64, hour_end, hour_of, micros, n, s, sweep_key,
 };
+use super::table::Table;
 use crate::store::{StoreError, StoreResult};
 
 /// An hour's bucket is only declared empty this long after the hour ended: a relay whose clock runs
@@ -31,7 +31,7 @@ const DELETE_CONCURRENCY: usize = 16;
 const OP: &str = "sweep_expired";
 
 pub(super) async fn sweep_expired(
-    store: &DynamoStore,
+    store: &Table,
     now: DateTime<Utc>,
     limit: usize,
 ) -> StoreResult<u64> {
@@ -88,7 +88,7 @@ pub(super) async fn sweep_expired(
 
 /// The keys of up to `budget` expired messages in `hour`'s buckets, and whether that was all of them.
 async fn expired_in_hour(
-    store: &DynamoStore,
+    store: &Table,
     hour: i64,
     now_s: i64,
     budget: usize,
@@ -104,7 +104,7 @@ async fn expired_in_hour(
             let output = store
                 .client
                 .query()
-                .table_name(store.table.as_ref())
+                .table_name(store.name.as_ref())
                 .index_name(EXPIRY_INDEX)
                 .key_condition_expression(format!(
                     "{EXPIRY_BUCKET} = :bucket AND {EXPIRES_AT} <= :now"
@@ -137,11 +137,7 @@ async fn expired_in_hour(
 /// Delete (and count down) each message that still exists and has expired at `now_us`. Returns how
 /// many were deleted, and the first error if any delete failed for a reason other than the message
 /// having gone or changed.
-async fn delete_expired(
-    store: &DynamoStore,
-    keys: Vec<Item>,
-    now_us: i64,
-) -> (u64, Option<StoreError>) {
+async fn delete_expired(store: &Table, keys: Vec<Item>, now_us: i64) -> (u64, Option<StoreError>) {
     let mut deleted = 0;
     let mut failure = None;
     let mut in_flight = JoinSet::new();
@@ -170,7 +166,7 @@ async fn delete_expired(
 }
 
 /// `true` if this call deleted the message; `false` if it was gone, or updated to a later expiry.
-async fn delete_one(store: &DynamoStore, key: Item, now_us: i64) -> StoreResult<bool> {
+async fn delete_one(store: &Table, key: Item, now_us: i64) -> StoreResult<bool> {
     let items = vec![
         store.delete(
             key,
@@ -186,7 +182,7 @@ async fn delete_one(store: &DynamoStore, key: Item, now_us: i64) -> StoreResult<
     }
 }
 
-async fn watermark(store: &DynamoStore) -> StoreResult<Option<i64>> {
+async fn watermark(store: &Table) -> StoreResult<Option<i64>> {
     match store.get_item(OP, sweep_key(), true).await? {
         Some(item) => get_opt_i64(&item, SWEEP_FROM_HOUR),
         None => Ok(None),
@@ -194,11 +190,11 @@ async fn watermark(store: &DynamoStore) -> StoreResult<Option<i64>> {
 }
 
 /// Move the watermark forward (never back: another relay may have moved it further).
-async fn advance_watermark(store: &DynamoStore, hour: i64) -> StoreResult<()> {
+async fn advance_watermark(store: &Table, hour: i64) -> StoreResult<()> {
     let result = store
         .client
         .update_item()
-        .table_name(store.table.as_ref())
+        .table_name(store.name.as_ref())
         .set_key(Some(sweep_key()))
         .update_expression(format!("SET {SWEEP_FROM_HOUR} = :hour"))
         .condition_expression(format!(
