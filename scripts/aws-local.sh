@@ -16,31 +16,25 @@ pidfile=test-output/aws-local.pid
 logfile=test-output/aws-local.log
 moto_version=5.2.5
 
-fail() { echo "aws-local: $*" >&2; exit 1; }
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
-install() {
-  command -v python3 >/dev/null || fail "python3 is needed (apt-get install -y python3 python3-venv)"
-  if [ ! -x "$venv/bin/python" ]; then
-    python3 -m venv "$venv" || fail "cannot create a venv (apt-get install -y python3-venv)"
-  fi
-  if ! "$venv/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$moto_version')" 2>/dev/null; then
-    "$venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$moto_version" >&2 \
-      || fail "pip could not install moto[server]==$moto_version"
-  fi
-}
+install() { python_venv "$venv" "moto[server]==$moto_version"; }
 
 start() {
   [ -x "$venv/bin/moto_server" ] || fail "moto is not installed: run scripts/aws-local.sh install"
   mkdir -p test-output
   local port
-  port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  port=$(free_port)
   # Serialized: see scripts/moto_serialized.py for why.
   "$venv/bin/python" scripts/moto_serialized.py 127.0.0.1 "$port" >"$logfile" 2>&1 &
   local pid=$!
   echo "$pid" >"$pidfile"
-  for _ in $(seq 1 100); do
-    if curl -sf -o /dev/null "http://127.0.0.1:$port/moto-api/"; then
-      cat <<ENV
+  if ! wait_http "http://127.0.0.1:$port/moto-api/" 10 "$pid"; then
+    kill "$pid" 2>/dev/null || true
+    fail "moto did not start on port $port; see $logfile"
+  fi
+  cat <<ENV
 export AWS_ENDPOINT_URL=http://127.0.0.1:$port
 export AWS_REGION=us-west-2
 export AWS_DEFAULT_REGION=us-west-2
@@ -48,13 +42,6 @@ export AWS_ACCESS_KEY_ID=testing
 export AWS_SECRET_ACCESS_KEY=testing
 export RELAY_AWS_LOCAL_PID=$pid
 ENV
-      return 0
-    fi
-    kill -0 "$pid" 2>/dev/null || fail "moto exited at start; see $logfile"
-    sleep 0.1
-  done
-  kill "$pid" 2>/dev/null || true
-  fail "moto did not answer on port $port within 10 s; see $logfile"
 }
 
 stop() {

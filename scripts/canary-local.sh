@@ -18,7 +18,9 @@ out=test-output/canary
 relay_bin=target/debug/relay
 canary_bin=target/debug/healthcheck
 
-fail() { echo "canary-local: $*" >&2; exit 2; }
+fail_status=2
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 [ -n "${AWS_ENDPOINT_URL:-}" ] || fail "AWS_ENDPOINT_URL is unset: start the local AWS-API server first with
   ./scripts/aws-local.sh install && eval \"\$(./scripts/aws-local.sh start)\"
@@ -26,7 +28,7 @@ fail() { echo "canary-local: $*" >&2; exit 2; }
 
 # Stale or missing binaries: build them (a no-op for cargo when `cargo test` just built them).
 stale() {
-  [ ! -x "$1" ] || [ -n "$(find relay/src relay/Cargo.toml healthcheck/src healthcheck/Cargo.toml Cargo.lock \
+  [ ! -x "$1" ] || [ -n "$(find relay/src relay/Cargo.toml healthcheck/src healthcheck/Cargo.toml telemetry-core Cargo.lock \
                              -newer "$1" -print -quit 2>/dev/null)" ]
 }
 if stale "$relay_bin" || stale "$canary_bin"; then
@@ -38,6 +40,7 @@ mkdir -p "$out"
 rm -f "$out/report.md" "$out/report.json" "$out/junit.xml"
 store_dir=$(mktemp -d)
 relay_pid=""
+# shellcheck disable=SC2329 # run by the EXIT trap
 cleanup() {
   if [ -n "$relay_pid" ] && kill -0 "$relay_pid" 2>/dev/null; then
     kill "$relay_pid" 2>/dev/null || true
@@ -47,11 +50,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  local python=python3
-  [ -x .venv-tools/bin/python ] && python=.venv-tools/bin/python
-  "$python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 port=$(free_port)
 target="http://127.0.0.1:$port"
 
@@ -59,14 +57,7 @@ RELAY_LISTEN="127.0.0.1:$port" RELAY_STORE="sqlite:$store_dir/relay.db" RELAY_RA
   "$relay_bin" >"$out/relay.log" 2>&1 &
 relay_pid=$!
 
-for _ in $(seq 1 100); do
-  if curl -sf -o /dev/null "$target/healthz"; then
-    break
-  fi
-  kill -0 "$relay_pid" 2>/dev/null || fail "the relay exited at start; see $out/relay.log"
-  sleep 0.1
-done
-curl -sf -o /dev/null "$target/healthz" || fail "the relay did not answer /healthz on $target within 10 s; see $out/relay.log"
+wait_http "$target/healthz" 10 "$relay_pid" || fail "the relay did not start; see $out/relay.log"
 echo "canary-local: relay $relay_pid on $target (store $store_dir/relay.db)"
 
 status=0

@@ -25,10 +25,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-fail() { echo "deploy: $*" >&2; exit 1; }
-step() { printf '\n==> %s\n' "$*" >&2; }
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 [ $# -ge 1 ] || usage
 env_name=$1
@@ -59,13 +58,9 @@ done
 
 # ---- tools -------------------------------------------------------------------------------------------
 venv=${RELAY_DEPLOY_VENV:-$root/.venv-deploy}
-if [ ! -x "$venv/bin/aws" ] || ! "$venv/bin/python" -c 'import yaml' 2>/dev/null; then
-  step "Installing the deploy tools into $venv"
-  command -v python3 >/dev/null || fail "python3 is needed"
-  python3 -m venv "$venv" || fail "cannot create $venv (apt-get install -y python3-venv)"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r infra/requirements-deploy.txt >&2 \
-    || fail "pip could not install infra/requirements-deploy.txt"
-fi
+# A venv named by RELAY_DEPLOY_VENV is its owner's (the ops checks pass theirs); .venv-deploy is ours.
+[ -n "${RELAY_DEPLOY_VENV:-}" ] || python_venv "$venv" -r infra/requirements-deploy.txt
+[ -x "$venv/bin/aws" ] || fail "the AWS CLI is missing from $venv (pip install -r infra/requirements-deploy.txt)"
 export PATH="$venv/bin:$PATH" PYTHONDONTWRITEBYTECODE=1
 py="$venv/bin/python"
 

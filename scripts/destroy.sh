@@ -17,9 +17,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-fail() { echo "destroy: $*" >&2; exit 1; }
-step() { printf '\n==> %s\n' "$*" >&2; }
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 [ $# -ge 1 ] || usage
 env_name=$1
@@ -45,11 +44,8 @@ while [ $# -gt 0 ]; do
 done
 
 venv=${RELAY_DEPLOY_VENV:-$root/.venv-deploy}
-if [ ! -x "$venv/bin/aws" ]; then
-  python3 -m venv "$venv" || fail "cannot create $venv (apt-get install -y python3-venv)"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r infra/requirements-deploy.txt >&2 \
-    || fail "cannot install the AWS CLI into $venv"
-fi
+[ -n "${RELAY_DEPLOY_VENV:-}" ] || python_venv "$venv" -r infra/requirements-deploy.txt
+[ -x "$venv/bin/aws" ] || fail "the AWS CLI is missing from $venv (pip install -r infra/requirements-deploy.txt)"
 export PATH="$venv/bin:$PATH"
 region=$("$venv/bin/python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["region"])' \
   "infra/environments/$env_name.json")

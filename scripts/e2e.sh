@@ -15,10 +15,9 @@ chromium=/usr/bin/chromium
 e2e_dir=relay/tests/e2e
 export RELAY_BIN="${RELAY_BIN:-target/debug/relay}"
 
-fail() {
-  echo "e2e: FAILED: $*" >&2
-  exit 1
-}
+script_name="e2e: FAILED"
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

@@ -18,7 +18,9 @@ venv=.venv-ops
 out=test-output/ops
 requirements=infra/tests/requirements.txt
 
-fail() { echo "ops-checks: $*" >&2; exit 2; }
+fail_status=2
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 [ -n "${AWS_ENDPOINT_URL:-}" ] || fail "AWS_ENDPOINT_URL is unset: these checks deploy the stacks into a local AWS-API server.
 Start one first:
@@ -34,16 +36,7 @@ started=$(date +%s)
 export PYTHONDONTWRITEBYTECODE=1
 
 # ---- tools (pinned; reinstalled only when the requirements change) -----------------------------------
-command -v python3 >/dev/null || fail "python3 is needed (apt-get install -y python3 python3-venv)"
-stamp="$venv/.requirements.sha256"
-want=$(cat "$requirements" infra/requirements-deploy.txt | sha256sum | cut -d' ' -f1)
-if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "ops-checks: installing pinned tools into $venv"
-  [ -x "$venv/bin/python" ] || python3 -m venv "$venv" || fail "cannot create $venv (apt-get install -y python3-venv)"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements" \
-    || fail "pip could not install $requirements"
-  echo "$want" >"$stamp"
-fi
+python_venv "$venv" -r "$requirements" -r infra/requirements-deploy.txt
 for bin in cfn-lint checkov actionlint shellcheck aws pytest; do
   [ -x "$venv/bin/$bin" ] || fail "$bin is missing from $venv after installing $requirements"
 done

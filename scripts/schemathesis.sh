@@ -16,24 +16,22 @@ examples=${SCHEMATHESIS_EXAMPLES:-150}
 out=test-output/schemathesis
 min_cases=1000
 
-fail() { echo "schemathesis: FAILED: $*" >&2; exit 1; }
+script_name="schemathesis: FAILED"
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 [ -x "$relay_bin" ] || fail "no relay binary at $relay_bin (cargo build -p relay)"
-if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$version"; then
-  python3 -m venv "$venv" || fail "cannot create a venv (apt-get install -y python3-venv)"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$version" || fail "pip could not install schemathesis==$version"
-fi
+python_venv "$venv" "schemathesis==$version"
 
 mkdir -p "$out"
 work=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 token=schemathesis-admin-token-0123
 RELAY_LISTEN=127.0.0.1:$port RELAY_STORE=sqlite:$work/relay.db RELAY_RATE_LIMIT=0 RELAY_ADMIN_TOKEN=$token \
   RUST_LOG=warn "$relay_bin" >"$out/relay.log" 2>&1 &
 relay_pid=$!
 trap 'kill $relay_pid 2>/dev/null || true; rm -rf "$work"' EXIT
-for _ in $(seq 1 200); do curl -sf -o /dev/null "http://127.0.0.1:$port/readyz" && break; sleep 0.05; done
-curl -sf -o /dev/null "http://127.0.0.1:$port/readyz" || fail "the relay did not start (see $out/relay.log)"
+wait_http "http://127.0.0.1:$port/readyz" 10 "$relay_pid" || fail "the relay did not start (see $out/relay.log)"
 
 # The coverage phase is off: schemathesis 4.32.5 crashes inside it on this document ("AST constructor
 # recursion depth mismatch", an internal error of the tool, not a finding). Examples, fuzzing and

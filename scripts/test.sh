@@ -11,8 +11,9 @@ root=$(pwd)
 out="$root/test-output"
 mkdir -p "$out"
 
-step() { printf '\n==> %s\n' "$*"; }
-fail() { printf 'error: %s\n' "$*" >&2; exit 1; }
+script_name="test"
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 step "Checking the toolchain"
 command -v cargo >/dev/null || fail "cargo is not installed (https://rustup.rs)"
@@ -37,8 +38,7 @@ trap './scripts/aws-local.sh stop' EXIT
 echo "AWS-API server at $AWS_ENDPOINT_URL"
 
 step "Unit, API, conformance and durability tests (cargo test)"
-cargo test --workspace 2>&1 | tee "$out/cargo-test.log"
-[ "${PIPESTATUS[0]}" -eq 0 ] || fail "cargo test failed (log: test-output/cargo-test.log)"
+cargo test --workspace 2>&1 | tee "$out/cargo-test.log" || fail "cargo test failed (log: test-output/cargo-test.log)"
 
 step "Browser end-to-end tests"
 RELAY_BIN="$root/target/debug/relay" bash scripts/e2e.sh

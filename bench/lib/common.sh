@@ -17,8 +17,9 @@ need_tool() {
 }
 need_wrk() { need_tool wrk wrk; }
 build_relay() { cargo build --release -q -p relay --bin relay "$@"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_up() { for _ in $(seq 1 600); do curl -sf -o /dev/null "$1" && return 0; sleep 0.05; done; echo "no answer from $1" >&2; exit 1; }
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+wait_up() { wait_http "$1" 30 || exit 1; }
 machine() {
   local cpu
   cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
@@ -51,6 +52,8 @@ LUA
 #   relay-telemetry-off the same relay with RELAY_NO_TELEMETRY=1 (no log lines, no metrics recorder)
 #   relay-control       a second telemetry-off relay: its ratio to relay-telemetry-off shows what the
 #                       method itself reads into two identical servers
+#   relay-baseline      another build of the relay ($RELAY_BASELINE, e.g. the last release), full
+#                       telemetry, for before/after figures in the same run
 # Benchmarks start fresh processes every round: where the allocator and the loader put things differs
 # from one process to the next, and moves one process's figures by a few percent for its whole life.
 build_get_servers() { build_relay --example hello; }
@@ -62,11 +65,12 @@ declare -A port pid url
 start_server() {
   local name=$1 round=$2
   shift 2
-  local launch=(taskset -c 0 "$@") out=/dev/null settings=()
+  local launch=(taskset -c 0 "$@") out=/dev/null settings=() binary=$relay
   port[$name]=$(free_port)
   case $name in
     hello) launch+=("$target_dir/release/examples/hello" "127.0.0.1:${port[$name]}") ;;
     relay-telemetry-on) settings=(RUST_LOG=info); out=$work/$name.log ;;
+    relay-baseline) settings=(RUST_LOG=info); out=$work/$name.log; binary=${RELAY_BASELINE:?set RELAY_BASELINE to a relay binary} ;;
     relay-telemetry-off | relay-control) settings=(RELAY_NO_TELEMETRY=1) ;;
     *) echo "unknown server $name" >&2; exit 1 ;;
   esac
@@ -74,7 +78,7 @@ start_server() {
     "${launch[@]}" >/dev/null 2>&1 &
   else
     env RELAY_LISTEN="127.0.0.1:${port[$name]}" RELAY_STORE="sqlite:$work/$name.$round.db" RELAY_RATE_LIMIT=0 \
-      "${settings[@]}" "${launch[@]}" "$relay" >"$out" 2>&1 &
+      "${settings[@]}" "${launch[@]}" "$binary" >"$out" 2>&1 &
   fi
   pid[$name]=$!; pids+=("${pid[$name]}")
   if [ "$name" = hello ]; then

@@ -15,7 +15,7 @@ import yaml
 
 from conftest import ROOT, TEMPLATES
 
-LINTED_SCRIPTS = ["scripts/deploy.sh", "scripts/destroy.sh", "scripts/ops-checks.sh"]
+LINTED_SCRIPTS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "scripts").glob("*.sh"))
 CHECKOV_ENV = {**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_EXPERIMENTAL_IMAGE_REFERENCING": "false"}
 
 
@@ -107,7 +107,7 @@ def test_actionlint_finds_nothing_in_the_workflows(tool):
 
 
 def test_shellcheck_finds_nothing_in_the_ops_scripts(tool):
-    result = subprocess.run([tool("shellcheck"), *LINTED_SCRIPTS], capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run([tool("shellcheck"), "-x", *LINTED_SCRIPTS], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, f"shellcheck:\n{result.stdout}{result.stderr}"
 
 

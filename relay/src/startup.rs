@@ -8,14 +8,15 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{HeaderName, HeaderValue, Method, Response, StatusCode, header};
-use axum::middleware::{from_fn_with_state, map_response};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tower::ServiceBuilder;
 use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::SizeAbove;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
@@ -29,7 +30,7 @@ use crate::http::error::ApiError;
 use crate::http::extract::truncate;
 use crate::http::layers::{NewRequestId, RateLimit, drop_malformed_request_id, rate_limit};
 use crate::http::openapi::ApiDoc;
-use crate::http::problem::finish_response;
+use crate::http::response_step::ResponseStepLayer;
 use crate::http::{AppState, Context, app_log, assets, health, messages, paste, saved};
 use crate::service::Messages;
 use crate::store::dynamodb::DynamoStore;
@@ -37,17 +38,13 @@ use crate::store::memory::MemoryStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{DynStore, StoreError};
 use crate::telemetry;
-use crate::telemetry::endpoint::{RequestMetrics, UNMATCHED_ROUTE};
 use crate::telemetry::events::{Event, MessagesExpired, RelayStarted};
+use crate::telemetry::handles::{self, UNMATCHED_ROUTE};
 use crate::telemetry::request::trace_layer;
 use crate::telemetry::store::InstrumentedStore;
 
 /// The most expired messages one sweep transaction removes.
 const SWEEP_BATCH: usize = 1000;
-
-/// Content-Security-Policy for everything served: the web app loads only its own files.
-const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-                   connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 /// A built application: its router (every layer applied), its store, and its background tasks.
 pub struct App {
@@ -125,8 +122,9 @@ pub fn build(config: &Config, store: DynStore) -> App {
             }),
         )
         .fallback(route_not_found);
-    // The request metrics of every route and method the router serves, registered once, now.
-    let metrics = (!config.no_telemetry).then(|| {
+    // Every metric handle, the request metrics of each route and method the router serves among them,
+    // registered once (the exporter is installed by now).
+    if !config.no_telemetry {
         let mut endpoints = vec![
             ("/openapi.json", Method::GET),
             (UNMATCHED_ROUTE, Method::GET),
@@ -143,39 +141,47 @@ pub fn build(config: &Config, store: DynStore) -> App {
                 }
             }
         }
-        Arc::new(RequestMetrics::register(
-            endpoints.iter().map(|(route, method)| (*route, method)),
-        ))
-    });
+        handles::register(endpoints.iter().map(|(route, method)| (*route, method)));
+    }
     // One stack around every route (and the fallback), outermost first. Per route, because the request
     // span and metrics need the matched route; in one `layer` call, because each call boxes every route
     // once more.
-    let layers = ServiceBuilder::new()
-        // A malformed incoming id is dropped, so a new one is made; every response carries the id.
-        .map_request(drop_malformed_request_id as fn(Request) -> Request)
-        .layer(SetRequestIdLayer::x_request_id(NewRequestId))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        // Outside the response step, so it compresses the final body; only for clients that ask.
-        .layer(CompressionLayer::new())
-        .map_response(security_headers)
-        // The request span and the request line with its metrics. Off (`--no-telemetry`): not applied.
-        .option_layer(metrics.map(|metrics| {
-            ServiceBuilder::new()
-                .map_response(boxed_body)
-                .layer(trace_layer(metrics))
-        }))
-        .option_layer(cors(&config.cors_origins))
-        // Everything inside this point may answer with a bare error; from here out, errors are problems.
-        .layer(map_response(finish_response))
+    let outer = || {
+        ServiceBuilder::new()
+            // A malformed incoming id is dropped, so a new one is made; every response carries the id.
+            .map_request(drop_malformed_request_id as fn(Request) -> Request)
+            .layer(SetRequestIdLayer::x_request_id(NewRequestId))
+            .layer(PropagateRequestIdLayer::x_request_id())
+            // Outside the response step, so it compresses the final body; only for clients that ask, and
+            // only bodies over 1 KiB (the relay serves no images or streams, which tower-http's default
+            // predicate also checks for, on every response).
+            .layer(CompressionLayer::new().compress_when(SizeAbove::new(1024)))
+    };
+    let inner = ServiceBuilder::new()
+        // Everything inside this point may answer with a bare error; from here out, errors are
+        // problems and every response has the security headers. With telemetry on, it also emits
+        // the response event.
+        .layer(ResponseStepLayer {
+            observe: !config.no_telemetry,
+        })
         // A declared body over the limit is answered 413 at once; a longer chunked body fails its
         // extractor with 413 (axum's own extractor limit is off: this is the one limit).
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes as usize))
+        // Inside the response step, so preflight answers get the security headers and are counted.
+        .option_layer(cors(&config.cors_origins))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             config.request_timeout,
         ))
         .layer(DefaultBodyLimit::disable());
-    let router = router.layer(layers).with_state(state);
+    // The request span around everything inside the outer layers; with `--no-telemetry`, no span at
+    // all (two stacks rather than an optional layer, whose two branches would need one body type).
+    let router = if config.no_telemetry {
+        router.layer(outer().layer(inner))
+    } else {
+        router.layer(outer().layer(trace_layer()).layer(inner))
+    }
+    .with_state(state);
 
     background.push(spawn_sweeper(store.clone(), config.sweep_interval));
     App {
@@ -185,40 +191,6 @@ pub fn build(config: &Config, store: DynStore) -> App {
         openapi,
         background,
     }
-}
-
-/// The security headers every response carries, unless a handler set its own.
-static SECURITY_HEADERS: [(HeaderName, HeaderValue); 4] = [
-    (
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    ),
-    (
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    ),
-    (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
-    (
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    ),
-];
-
-/// The response with its body boxed, so a layer that may be absent (`option_layer`) leaves the same type.
-fn boxed_body<B>(response: Response<B>) -> axum::response::Response
-where
-    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
-    B::Error: Into<axum::BoxError>,
-{
-    response.map(axum::body::Body::new)
-}
-
-fn security_headers<B>(mut response: Response<B>) -> Response<B> {
-    let headers = response.headers_mut();
-    for (name, value) in &SECURITY_HEADERS {
-        headers.entry(name).or_insert_with(|| value.clone());
-    }
-    response
 }
 
 async fn route_not_found(request: Request) -> axum::response::Response {

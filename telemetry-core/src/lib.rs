@@ -5,16 +5,17 @@
 //! line, in this order:
 //! 1. the line's own members: `timestamp` (RFC 3339, UTC, microseconds), `level`, `target`, then the
 //!    [`Identity`]: `service`, `version`, `env`;
-//! 2. the fields of every span the event is in, outermost span first (a request span's `request_id`,
-//!    `method`, `route`, ...);
-//! 3. the event's own fields (`message`, `status`, `latency_ms`, ...).
+//! 2. the event's own fields (`message`, `status`, `latency_ms`, ...);
+//! 3. the fields of every span the event is in, innermost span first (a store call's span, then the
+//!    request span's `request_id`, `method`, `route`, ...).
 //!
 //! Flat, not nested: Logs Insights and jq read `request_id`, not `span.request_id`. A key appears once per
-//! line: the line's own members win, then the event's fields, then the innermost span's (a field of an
-//! inner span replaces an outer one's value, in the outer one's place). Strings and numbers are written by
-//! serde_json; keys are written as they are named. A span's fields are rendered once, when the span is
-//! made or recorded, and copied into each line; a line is built in a per-thread buffer and handed to the
-//! writer in one `write_all`, so lines from other threads never land inside it.
+//! line, the first one written wins: the line's own members, then the event's fields, then the
+//! innermost span's. Keys are written as they are named in the code (field names need no escaping);
+//! string values are copied as they are when JSON needs no escape in them, and otherwise written by
+//! serde_json, as are numbers. A span's fields are rendered once, as ready-made members, when the span
+//! is made or recorded, and copied into each line inside it; a line is built in a per-thread buffer and
+//! handed to the writer in one `write_all`, so lines from other threads never land inside it.
 //!
 //! Must never: write a key twice in one line, split a line across writes, or write anything but exactly
 //! one line per event.
@@ -26,6 +27,8 @@ use std::fmt::{self, Write as _};
 use std::io::Write as _;
 use std::ops::Range;
 use std::time::SystemTime;
+
+use smallvec::SmallVec;
 
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -63,7 +66,7 @@ impl<W> JsonLayer<W> {
             ("env", identity.env.as_str()),
         ] {
             push_key(&mut members, key);
-            push_json(&mut members, value);
+            push_str(&mut members, value);
         }
         Self {
             identity: members,
@@ -81,7 +84,7 @@ where
         let Some(span) = ctx.span(id) else {
             return;
         };
-        let mut fields = Fields::default();
+        let mut fields = Fields::for_span();
         attrs.record(&mut fields.visitor(&mut String::new()));
         span.extensions_mut().insert(fields);
     }
@@ -96,56 +99,36 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        with_buffers(|buffers| {
-            let Buffers {
-                line,
-                event: own,
-                spans,
-                text,
-            } = buffers;
-            event.record(&mut own.visitor(text));
-            if let Some(scope) = ctx.event_scope(event) {
-                for span in scope.from_root() {
-                    if let Some(fields) = span.extensions().get::<Fields>() {
-                        for (key, value) in fields.iter() {
-                            spans.set(key, |json| json.extend_from_slice(value));
+        with_buffers(
+            |Buffers {
+                 line,
+                 own,
+                 taken,
+                 text,
+                 second,
+             }| {
+                event.record(&mut own.visitor(text));
+                let meta = event.metadata();
+                line.extend_from_slice(br#"{"timestamp":""#);
+                push_timestamp(line, SystemTime::now(), second);
+                line.extend_from_slice(br#"","level":""#);
+                line.extend_from_slice(meta.level().as_str().as_bytes());
+                line.extend_from_slice(br#"","target":"#);
+                push_str(line, meta.target());
+                line.extend_from_slice(&self.identity);
+                own.write_members(line, taken);
+                if let Some(scope) = ctx.event_scope(event) {
+                    for span in scope {
+                        if let Some(fields) = span.extensions().get::<Fields>() {
+                            fields.write_members(line, taken);
                         }
                     }
                 }
-            }
-            let meta = event.metadata();
-            line.extend_from_slice(br#"{"timestamp":""#);
-            let _ = write!(
-                line,
-                "{}",
-                humantime::format_rfc3339_micros(SystemTime::now())
-            );
-            line.extend_from_slice(br#"","level":""#);
-            line.extend_from_slice(meta.level().as_str().as_bytes());
-            line.push(b'"');
-            push_key(line, "target");
-            push_json(line, meta.target());
-            line.extend_from_slice(&self.identity);
-            for (key, value) in spans.iter() {
-                if !own.contains(key) {
-                    push_member(line, key, value);
-                }
-            }
-            for (key, value) in own.iter() {
-                push_member(line, key, value);
-            }
-            line.extend_from_slice(b"}\n");
-            // Nowhere to report a failed log write; the program goes on.
-            let _ = self.writer.make_writer_for(meta).write_all(line);
-        });
-    }
-}
-
-/// `,"key":value`, unless `key` is one of the line's own members.
-fn push_member(line: &mut Vec<u8>, key: &str, value: &[u8]) {
-    if !LINE_MEMBERS.contains(&key) {
-        push_key(line, key);
-        line.extend_from_slice(value);
+                line.extend_from_slice(b"}\n");
+                // Nowhere to report a failed log write; the program goes on.
+                let _ = self.writer.make_writer_for(meta).write_all(line);
+            },
+        );
     }
 }
 
@@ -153,10 +136,14 @@ fn push_member(line: &mut Vec<u8>, key: &str, value: &[u8]) {
 #[derive(Default)]
 struct Buffers {
     line: Vec<u8>,
-    event: Fields,
-    spans: Fields,
-    /// For `Debug` values, formatted before serde_json escapes them.
+    /// The event's own fields.
+    own: Fields,
+    /// The keys of the fields the line holds so far (never a line member: fields drop those).
+    taken: Vec<&'static str>,
+    /// For `Debug` values, formatted before they are escaped.
     text: String,
+    /// The last second a timestamp was written for, and its text up to the second.
+    second: (u64, [u8; 19]),
 }
 
 /// Run `f` on this thread's buffers, emptied; on fresh ones if logging re-enters itself (a `Debug`
@@ -168,47 +155,72 @@ fn with_buffers(f: impl FnOnce(&mut Buffers)) {
     BUFFERS.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buffers) => {
             buffers.line.clear();
-            buffers.event.clear();
-            buffers.spans.clear();
+            buffers.own.clear();
+            buffers.taken.clear();
             f(&mut buffers);
         }
         Err(_) => f(&mut Buffers::default()),
     });
 }
 
-/// Field values as JSON, by key, in the order the keys were first set; setting a key again replaces
-/// its value in place. A span keeps its fields here (in its extensions); a line collects its event's.
+/// Fields as ready-made JSON members (`,"key":value`), in the order they were set; setting a key again
+/// replaces its member. `members` is always exactly the entries' members, in order, so a line copies
+/// them in one piece when none of their keys is taken. A span keeps its fields here, in its
+/// extensions; a line collects its event's.
 #[derive(Debug, Default)]
 pub struct Fields {
-    json: Vec<u8>,
-    entries: Vec<(&'static str, Range<usize>)>,
+    members: Vec<u8>,
+    /// Inline up to eight fields, so a span's fields cost one allocation besides its extension's.
+    entries: SmallVec<[(&'static str, Range<usize>); 8]>,
 }
 
 impl Fields {
-    fn clear(&mut self) {
-        self.json.clear();
-        self.entries.clear();
-    }
-
-    fn contains(&self, key: &str) -> bool {
-        self.entries.iter().any(|(k, _)| *k == key)
-    }
-
-    /// Set `key` to the JSON that `write` appends.
-    fn set(&mut self, key: &'static str, write: impl FnOnce(&mut Vec<u8>)) {
-        let start = self.json.len();
-        write(&mut self.json);
-        let range = start..self.json.len();
-        match self.entries.iter_mut().find(|(k, _)| *k == key) {
-            Some(entry) => entry.1 = range,
-            None => self.entries.push((key, range)),
+    /// Room for a request span's fields without growing.
+    fn for_span() -> Self {
+        Self {
+            members: Vec::with_capacity(192),
+            entries: SmallVec::new(),
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = (&'static str, &[u8])> {
-        self.entries
-            .iter()
-            .map(|(key, range)| (*key, self.json.get(range.clone()).unwrap_or_default()))
+    fn clear(&mut self) {
+        self.members.clear();
+        self.entries.clear();
+    }
+
+    /// Set `key` to the value that `write` appends; a key named like one of the line's own members is
+    /// dropped here, since the line's member wins.
+    fn set(&mut self, key: &'static str, write: impl FnOnce(&mut Vec<u8>)) {
+        if LINE_MEMBERS.contains(&key) {
+            return;
+        }
+        if let Some(at) = self.entries.iter().position(|(k, _)| *k == key) {
+            let (_, old) = self.entries.remove(at);
+            let removed = old.len();
+            self.members.drain(old);
+            for (_, range) in &mut self.entries[at..] {
+                *range = range.start - removed..range.end - removed;
+            }
+        }
+        let start = self.members.len();
+        push_key(&mut self.members, key);
+        write(&mut self.members);
+        self.entries.push((key, start..self.members.len()));
+    }
+
+    /// Append the members whose keys are not `taken` to `line`, and take their keys.
+    fn write_members(&self, line: &mut Vec<u8>, taken: &mut Vec<&'static str>) {
+        if !self.entries.iter().any(|(key, _)| taken.contains(key)) {
+            line.extend_from_slice(&self.members);
+            taken.extend(self.entries.iter().map(|(key, _)| *key));
+            return;
+        }
+        for (key, range) in &self.entries {
+            if !taken.contains(key) {
+                line.extend_from_slice(&self.members[range.clone()]);
+                taken.push(key);
+            }
+        }
     }
 
     fn visitor<'a>(&'a mut self, text: &'a mut String) -> FieldVisitor<'a> {
@@ -225,6 +237,14 @@ struct FieldVisitor<'a> {
 impl FieldVisitor<'_> {
     fn json<T: serde::Serialize + ?Sized>(&mut self, field: &Field, value: &T) {
         self.fields.set(field.name(), |json| push_json(json, value));
+    }
+
+    /// A value shown by its `Display` or `Debug` text, as a JSON string.
+    fn text(&mut self, field: &Field, format: impl FnOnce(&mut String)) {
+        self.text.clear();
+        format(self.text);
+        let text = self.text.as_str();
+        self.fields.set(field.name(), |json| push_str(json, text));
     }
 }
 
@@ -254,31 +274,68 @@ impl Visit for FieldVisitor<'_> {
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.json(field, value);
+        self.fields.set(field.name(), |json| push_str(json, value));
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.text.clear();
-        let _ = write!(self.text, "{value}");
-        let text = std::mem::take(self.text);
-        self.json(field, text.as_str());
-        *self.text = text;
+        self.text(field, |text| {
+            let _ = write!(text, "{value}");
+        });
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.text.clear();
-        let _ = write!(self.text, "{value:?}");
-        let text = std::mem::take(self.text);
-        self.json(field, text.as_str());
-        *self.text = text;
+        self.text(field, |text| {
+            let _ = write!(text, "{value:?}");
+        });
     }
 }
 
-/// `,"key":` (every key follows at least the timestamp, so always with its comma).
+/// `now` in RFC 3339, UTC, to the microsecond (`2026-12-01T17:08:34.123456Z`). The text up to the second
+/// comes from humantime, once per second per thread (`second` keeps it); the microseconds are appended.
+fn push_timestamp(line: &mut Vec<u8>, now: SystemTime, second: &mut (u64, [u8; 19])) {
+    let since_epoch = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    if second.0 != since_epoch.as_secs() || second.1[0] == 0 {
+        let whole = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(since_epoch.as_secs());
+        let text = humantime::format_rfc3339_seconds(whole).to_string();
+        match text.as_bytes().get(..19) {
+            Some(prefix) => second.1.copy_from_slice(prefix),
+            None => return line.extend_from_slice(text.as_bytes()),
+        }
+        second.0 = since_epoch.as_secs();
+    }
+    let mut fraction = *b".000000Z";
+    let mut micros = since_epoch.subsec_micros();
+    for digit in fraction[1..7].iter_mut().rev() {
+        *digit = b'0' + (micros % 10) as u8;
+        micros /= 10;
+    }
+    line.extend_from_slice(&second.1);
+    line.extend_from_slice(&fraction);
+}
+
+/// `,"key":`, the key as it is named (every key follows at least the timestamp, so always a comma).
 fn push_key(line: &mut Vec<u8>, key: &str) {
-    line.push(b',');
-    push_json(line, key);
-    line.push(b':');
+    line.extend_from_slice(b",\"");
+    line.extend_from_slice(key.as_bytes());
+    line.extend_from_slice(b"\":");
+}
+
+/// A JSON string: copied between quotes when nothing in it needs an escape (a control character, `"`
+/// or `\`), which is what serde_json would write too; otherwise written by serde_json.
+fn push_str(line: &mut Vec<u8>, value: &str) {
+    // A fold without an early exit, so the compiler checks many bytes per instruction.
+    let escape = value.bytes().fold(false, |escape, b| {
+        escape | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if !escape {
+        line.push(b'"');
+        line.extend_from_slice(value.as_bytes());
+        line.push(b'"');
+    } else {
+        push_json(line, value);
+    }
 }
 
 fn push_json<T: serde::Serialize + ?Sized>(line: &mut Vec<u8>, value: &T) {
@@ -364,11 +421,11 @@ mod tests {
                 "service",
                 "version",
                 "env",
-                "request_id",
-                "route",
                 "message",
                 "status",
-                "latency_ms"
+                "latency_ms",
+                "request_id",
+                "route"
             ]
         );
         let value = |key: &str| members.iter().find(|(k, _)| k == key).unwrap().1.clone();
@@ -406,8 +463,8 @@ mod tests {
         let keys: Vec<&str> = members.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
             keys[6..],
-            ["request_id", "route", "op", "message", "backend"],
-            "outer span's place kept for its replaced field"
+            ["message", "backend", "op", "request_id", "route"],
+            "event, then the inner span, then what the outer span adds"
         );
     }
 
@@ -447,6 +504,57 @@ mod tests {
         strict::parse_object(&lines[1]).unwrap();
         let third: serde_json::Value = serde_json::from_str(&lines[2]).unwrap();
         assert_eq!(third["nan"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_with_microseconds_within_and_across_seconds() {
+        let base = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_790_000_000);
+        let mut second = (0, [0; 19]);
+        for offset in [0, 1, 999_999, 1_000_000, 59_123_456, 86_400_000_007, 5] {
+            let at = base + std::time::Duration::from_micros(offset);
+            let mut line = Vec::new();
+            push_timestamp(&mut line, at, &mut second);
+            let expected = humantime::format_rfc3339_micros(at).to_string();
+            assert_eq!(String::from_utf8(line).unwrap(), expected);
+        }
+    }
+
+    #[test]
+    fn strings_are_written_exactly_as_serde_json_writes_them() {
+        let mut texts: Vec<String> = (0..=0x7f_u8).map(|b| format!("a{}b", b as char)).collect();
+        texts.extend(
+            [
+                "",
+                "plain",
+                "/messages/{id}",
+                "é ✓ 😀",
+                "\u{7f}\u{80}\u{2028}",
+            ]
+            .map(String::from),
+        );
+        for text in &texts {
+            let mut ours = Vec::new();
+            push_str(&mut ours, text);
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                serde_json::to_string(text).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn a_field_recorded_again_replaces_its_member() {
+        let mut fields = Fields::for_span();
+        fields.set("a", |j| j.extend_from_slice(b"1"));
+        fields.set("b", |j| j.extend_from_slice(b"22"));
+        fields.set("c", |j| j.extend_from_slice(b"3"));
+        fields.set("a", |j| j.extend_from_slice(b"444"));
+        assert_eq!(fields.members, br#","b":22,"c":3,"a":444"#);
+        let mut line = Vec::new();
+        let mut taken = vec!["c"];
+        fields.write_members(&mut line, &mut taken);
+        assert_eq!(line, br#","b":22,"a":444"#, "a taken key is left out");
+        assert_eq!(taken, ["c", "b", "a"]);
     }
 
     #[test]

@@ -15,8 +15,8 @@ use tower_http::request_id::{MakeRequestId, RequestId};
 
 use super::error::ApiError;
 use super::extract::ClientIp;
-use crate::telemetry::endpoint::UNMATCHED_ROUTE;
 use crate::telemetry::events::{Event, RateLimited};
+use crate::telemetry::handles::UNMATCHED_ROUTE;
 use crate::telemetry::request::REQUEST_ID;
 
 /// Whether an incoming request id is safe to adopt: 1-128 characters of `A-Za-z0-9._:-+/=` (the last
@@ -55,8 +55,11 @@ impl MakeRequestId for NewRequestId {
         let id = aws.unwrap_or_else(|| {
             // Millisecond time and random bits, without `now_v7`'s process-wide lock (message ids,
             // which must sort within a millisecond, keep it).
-            let id = uuid::Uuid::new_v7(uuid::Timestamp::now(uuid::NoContext));
-            HeaderValue::from_str(&id.to_string())
+            let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            uuid::Uuid::new_v7(uuid::Timestamp::now(uuid::NoContext))
+                .hyphenated()
+                .encode_lower(&mut text);
+            HeaderValue::from_bytes(&text)
                 .unwrap_or_else(|_| HeaderValue::from_static("invalid-request-id"))
         });
         Some(RequestId::new(id))

@@ -11,6 +11,7 @@ pub mod messages;
 pub mod openapi;
 pub mod paste;
 pub mod problem;
+pub mod response_step;
 pub mod saved;
 
 use metrics_exporter_prometheus::PrometheusHandle;

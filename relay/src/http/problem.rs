@@ -1,23 +1,18 @@
-//! The response step: the last thing every response passes inside its route (an axum `map_response`
-//! function). It writes every error as an RFC 9457 problem document (`application/problem+json`) with
-//! the request id, records the problem's kind on the request span, emits a 500's reason, and tags the
-//! response with the [`Endpoint`] it answered for, which the request line and metrics are labelled by.
+//! Problem documents: every error response leaves its route as an RFC 9457 problem document
+//! (`application/problem+json`) with the request id ([`finish`], run by the response step). It also
+//! records the problem's kind on the request span and emits a 500's reason there.
 //!
 //! Errors reach it two ways: as an `ApiError` (which left a [`PendingProblem`] in the response) or as a
 //! bare status from a layer or the router (405, 413 from the body limit, 503 from the timeout), which
 //! becomes a generic problem of that status. Must never: send a 500's reason to the client.
 
-use axum::Extension;
 use axum::body::Body;
-use axum::extract::MatchedPath;
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use serde::Serialize;
-use tower_http::request_id::RequestId;
 use utoipa::ToSchema;
 
 use super::error::{InternalError, PendingProblem, UNAVAILABLE_RETRY_AFTER};
-use crate::telemetry::endpoint::Endpoint;
 use crate::telemetry::events::{Event, RequestFailedInternally};
 use crate::telemetry::request::record_problem;
 
@@ -39,30 +34,8 @@ pub struct Problem {
     pub request_id: String,
 }
 
-/// The response step (see the module docs).
-pub async fn finish_response<B>(
-    route: Option<MatchedPath>,
-    method: Method,
-    request_id: Option<Extension<RequestId>>,
-    response: axum::http::Response<B>,
-) -> Response
-where
-    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
-    B::Error: Into<axum::BoxError>,
-{
-    let request_id = request_id
-        .as_ref()
-        .and_then(|Extension(id)| id.header_value().to_str().ok())
-        .unwrap_or_default();
-    let mut response = to_problem(request_id, response.map(Body::new));
-    response
-        .extensions_mut()
-        .insert(Endpoint::new(route, &method));
-    response
-}
-
-/// Turn an error response into a problem document (success responses pass untouched).
-fn to_problem(request_id: &str, response: Response) -> Response {
+/// Turn an error response into a problem document with `request_id` (success responses pass untouched).
+pub fn finish(request_id: Option<&HeaderValue>, response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
@@ -91,7 +64,10 @@ fn to_problem(request_id: &str, response: Response) -> Response {
         title: status.canonical_reason().unwrap_or("Error").to_owned(),
         status: status.as_u16(),
         detail,
-        request_id: request_id.to_owned(),
+        request_id: request_id
+            .and_then(|id| id.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
     };
     let bytes = serde_json::to_vec(&problem).unwrap_or_default();
     parts
@@ -128,54 +104,5 @@ fn generic_problem(status: StatusCode) -> (&'static str, String) {
         }
         s if s.is_server_error() => ("internal", "an unexpected error occurred".into()),
         _ => ("bad-request", "the request could not be understood".into()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::http::error::ApiError;
-    use axum::Router;
-    use axum::extract::Request;
-    use axum::routing::get;
-    use tower::ServiceExt;
-
-    #[tokio::test]
-    async fn an_internal_error_is_a_generic_problem_that_never_shows_its_reason() {
-        let app = Router::new()
-            .route(
-                "/boom",
-                get(|| async { ApiError::Internal("db file /secret/path corrupt".into()) }),
-            )
-            .layer(axum::middleware::map_response(finish_response))
-            .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
-                tower_http::request_id::MakeRequestUuid,
-            ));
-        let response = app
-            .oneshot(
-                Request::builder()
-                    .uri("/boom")
-                    .header("x-request-id", "r-1")
-                    .body(Body::empty())
-                    .unwrap_or_default(),
-            )
-            .await
-            .unwrap_or_else(|never| match never {});
-        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        assert!(
-            response.extensions().get::<InternalError>().is_none(),
-            "consumed by the response step"
-        );
-        assert!(response.extensions().get::<Endpoint>().is_some());
-        let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024)
-            .await
-            .unwrap_or_default();
-        let text = String::from_utf8_lossy(&bytes);
-        assert!(text.contains("urn:relayops:problem:internal"), "{text}");
-        assert!(text.contains("\"request_id\":\"r-1\""), "{text}");
-        assert!(
-            !text.contains("/secret/path"),
-            "the reason stays in the logs: {text}"
-        );
     }
 }

@@ -70,6 +70,8 @@ pub enum Backend {
 }
 
 impl Backend {
+    pub const ALL: [Backend; 3] = [Self::Memory, Self::Sqlite, Self::Dynamodb];
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Memory => "memory",
@@ -102,6 +104,20 @@ pub enum StoreOp {
 }
 
 impl StoreOp {
+    pub const ALL: [StoreOp; 11] = [
+        Self::CreateMessage,
+        Self::GetMessage,
+        Self::UpdateMessage,
+        Self::DeleteMessage,
+        Self::CountMessages,
+        Self::SweepExpired,
+        Self::AppendTimestamp,
+        Self::ListTimestamps,
+        Self::GetSaved,
+        Self::PutSaved,
+        Self::Ping,
+    ];
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::CreateMessage => "create_message",

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 
-use super::endpoint::{Endpoint, RequestMetrics};
+use super::handles::{self, Endpoint};
 use super::names::Metric;
 use crate::store::{Backend, StoreError, StoreOp};
 
@@ -18,10 +18,9 @@ pub trait Event {
 }
 
 /// A response was sent: the line that closes a request (`Request finished.`, or `Request failed.` at
-/// `ERROR` for a 5xx) and the request metrics. Emitted inside the request span, so the line carries the
-/// request's fields.
+/// `ERROR` for a 5xx) and the request metrics. Emitted inside the request span (by the HTTP response
+/// step), so the line carries the request's fields.
 pub struct HttpResponseSent<'a> {
-    pub metrics: &'a RequestMetrics,
     pub endpoint: &'a Endpoint,
     pub status: StatusCode,
     pub latency: Duration,
@@ -29,8 +28,7 @@ pub struct HttpResponseSent<'a> {
 
 impl Event for HttpResponseSent<'_> {
     fn emit(self) {
-        self.metrics
-            .record(self.endpoint, self.status, self.latency);
+        self.endpoint.record(self.status, self.latency);
         let status = self.status.as_u16();
         let latency_ms = millis(self.latency);
         if self.status.is_server_error() {
@@ -54,8 +52,7 @@ impl Event for StoreOperationCompleted<'_> {
         let backend = self.backend.as_str();
         let op = self.op.as_str();
         let latency_ms = millis(self.latency);
-        metrics::histogram!(Metric::StoreOperationDurationSeconds.as_str(), "backend" => backend, "op" => op)
-            .record(self.latency.as_secs_f64());
+        handles::record_store_duration(self.backend, self.op, self.latency);
         match self.error.filter(|error| error.is_fault()) {
             // Not a fault: the request's own outcome (`not_found`, `precondition_failed`) or `ok`.
             None => tracing::debug!(
@@ -111,7 +108,7 @@ impl Event for MessageEvent {
             ),
         };
         tracing::debug!(message);
-        metrics::counter!(metric.as_str()).increment(1);
+        handles::increment(metric, 1);
     }
 }
 
@@ -125,7 +122,7 @@ impl Event for MessagesExpired {
         if self.count > 0 {
             tracing::info!(message = "Expired messages removed.", count = self.count);
         }
-        metrics::counter!(Metric::MessagesExpiredTotal.as_str()).increment(self.count);
+        handles::increment(Metric::MessagesExpiredTotal, self.count);
     }
 }
 
@@ -160,7 +157,7 @@ impl Event for CacheLookup {
             Self::Miss => (Metric::CacheMissesTotal, "miss"),
         };
         tracing::trace!(message = "Cache lookup.", outcome);
-        metrics::counter!(metric.as_str()).increment(1);
+        handles::increment(metric, 1);
     }
 }
 
@@ -170,7 +167,7 @@ pub struct AppTimestampAppended;
 impl Event for AppTimestampAppended {
     fn emit(self) {
         tracing::debug!(message = "Timestamp appended.");
-        metrics::counter!(Metric::AppTimestampsTotal.as_str()).increment(1);
+        handles::increment(Metric::AppTimestampsTotal, 1);
     }
 }
 
@@ -182,7 +179,7 @@ pub struct SavedStringUpdated {
 impl Event for SavedStringUpdated {
     fn emit(self) {
         tracing::info!(message = "Saved string updated.", bytes = self.bytes);
-        metrics::counter!(Metric::SavedStringUpdatesTotal.as_str()).increment(1);
+        handles::increment(Metric::SavedStringUpdatesTotal, 1);
     }
 }
 
@@ -224,7 +221,7 @@ pub struct ColdStart;
 impl Event for ColdStart {
     fn emit(self) {
         tracing::info!(message = "Cold start.");
-        metrics::counter!(Metric::ColdStartsTotal.as_str()).increment(1);
+        handles::increment(Metric::ColdStartsTotal, 1);
     }
 }
 

@@ -6,8 +6,8 @@
 
 #![allow(clippy::disallowed_macros)] // the one place metrics are emitted
 
-pub mod endpoint;
 pub mod events;
+pub mod handles;
 pub mod names;
 pub mod paced;
 pub mod request;
@@ -19,7 +19,7 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use telemetry_core::{Identity, JsonLayer};
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::filter::{FilterExt, filter_fn};
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::writer::{EitherWriter, MakeWriter};
 use tracing_subscriber::layer::{Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
@@ -53,23 +53,10 @@ pub struct LogGuard {
     _flusher: Option<paced::PacedFlusher>,
 }
 
-/// Install the global log subscriber. Filters come from `RUST_LOG` (default `info`), with one addition:
-/// the request span is always on, so every line inside a request carries its fields whatever the
-/// level. Call once.
+/// Install the global log subscriber. Filters come from `RUST_LOG` (default `info`; span directives
+/// such as `warn,relay[request]=debug` work). Call once.
 pub fn init_logging(format: LogFormat, env: &str, runtime: Runtime) -> LogGuard {
-    let directives = std::env::var("RUST_LOG").unwrap_or_default();
-    let directives = Some(directives.trim())
-        .filter(|d| !d.is_empty())
-        .unwrap_or("info");
-    let env_filter = EnvFilter::try_new(directives).unwrap_or_else(|error| {
-        eprintln!("RUST_LOG={directives:?} is not a log filter ({error}); logging at info");
-        EnvFilter::new("info")
-    });
-    let filter =
-        env_filter.or(
-            filter_fn(|meta| meta.is_span() && meta.name() == request::SPAN_NAME)
-                .with_max_level_hint(tracing::Level::INFO),
-        );
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     // Servers: lines go into a shared buffer written out by a ticker thread (see `paced`). Lambda:
     // straight to stdout, so lines are written before the invocation returns.
     let paced = match runtime {
@@ -94,12 +81,38 @@ pub fn init_logging(format: LogFormat, env: &str, runtime: Runtime) -> LogGuard 
             .boxed(),
     };
     if let Err(error) = tracing_subscriber::registry()
-        .with(layer.with_filter(filter))
+        .with(filter)
+        .with(layer)
         .try_init()
     {
         eprintln!("logging was already initialised: {error}");
     }
     LogGuard { _flusher: flusher }
+}
+
+/// The filter for `RUST_LOG` (default `info`; an invalid value says so on stderr and means `info`).
+/// `target=level` lists, the usual case, use tracing-subscriber's `Targets`, which decides per call site
+/// once; only span or field directives (`relay[request]=debug`) need `EnvFilter`, which also takes a
+/// shared lock on every span enter, exit and close, so on every request.
+fn log_filter<S>(directives: Option<&str>) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    let directives = directives
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .unwrap_or("info");
+    if !directives.contains(['[', '{']) {
+        if let Ok(targets) = directives.parse::<Targets>() {
+            return targets.boxed();
+        }
+    }
+    EnvFilter::try_new(directives)
+        .unwrap_or_else(|error| {
+            eprintln!("RUST_LOG={directives:?} is not a log filter ({error}); logging at info");
+            EnvFilter::new("info")
+        })
+        .boxed()
 }
 
 /// Where log lines go: the paced buffer (servers) or stdout directly (Lambda). Chosen once at start,
@@ -177,10 +190,6 @@ fn describe_all() {
     metrics::gauge!(Metric::BuildInfo.as_str(), "version" => VERSION).set(1.0);
     for metric in Metric::ALL {
         let spec = metric.spec();
-        // Unlabelled counters start at zero, so rates and alarms have data from the first scrape.
-        if spec.kind == Kind::Counter && spec.labels.is_empty() {
-            metrics::counter!(spec.name).increment(0);
-        }
         let unit = match spec.unit {
             names::Unit::Count => metrics::Unit::Count,
             names::Unit::Seconds => metrics::Unit::Seconds,

@@ -1,28 +1,25 @@
 //! What tower-http's `TraceLayer` is given to observe each request:
 //! - [`RequestSpan`] (`make_span_with`): the span named `request`, with `request_id`, `method`, `route`
 //!   (the matched template, never the raw path), in Lambda `cold_start`, and `problem` once known. The
-//!   JSON layer writes these into every line logged while the request is served; the log filter always
-//!   lets this span through (see `telemetry::init_logging`), so they are there at any `RUST_LOG`.
-//! - [`ResponseSent`] (`on_response`): emits `HttpResponseSent`, the line that closes the request and
-//!   the request metrics.
+//!   JSON layer writes these into every line logged while the request is served. The span's level is
+//!   ERROR so that any filter that lets a request's errors or warnings through keeps the span too (a
+//!   span the filter drops takes its fields with it): the fields are there at every `RUST_LOG` level.
 //!
-//! The request metrics' labels come from [`Endpoint`](super::endpoint::Endpoint), which the HTTP response
-//! step puts in the response's extensions: `TraceLayer`'s callbacks share nothing per request but the
-//! span.
+//! The line that closes the request and the request metrics (`HttpResponseSent`) are emitted by the
+//! HTTP response step, inside this span: `TraceLayer`'s callbacks share nothing per request but the
+//! span, so its `on_response` could not know which route and method it answered.
 //!
 //! Must never: label a metric with a raw path, or lose the request's fields on a line inside it.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use axum::extract::MatchedPath;
-use axum::http::{Request, Response};
+use axum::http::Request;
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
-use tower_http::trace::{MakeSpan, OnResponse, TraceLayer};
+use tower_http::trace::{MakeSpan, TraceLayer};
 
-use super::endpoint::{Endpoint, RequestMetrics, UNMATCHED_ROUTE, method_label};
-use super::events::{ColdStart, Event, HttpResponseSent};
+use super::events::{ColdStart, Event};
+use super::handles::{UNMATCHED_ROUTE, method_label};
 
 /// The name of the request span, which `RUST_LOG` span directives (`relay[request]=debug`) match.
 pub const SPAN_NAME: &str = "request";
@@ -32,15 +29,15 @@ pub const REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_stat
 
 /// The `TraceLayer` every route is wrapped in when telemetry is on.
 pub type RequestTraceLayer =
-    TraceLayer<SharedClassifier<ServerErrorsAsFailures>, RequestSpan, (), ResponseSent, (), (), ()>;
+    TraceLayer<SharedClassifier<ServerErrorsAsFailures>, RequestSpan, (), (), (), (), ()>;
 
-/// The trace layer: the request span around everything inside, `HttpResponseSent` when the response is
-/// ready, nothing on request, body chunks or failures (the response event covers them).
-pub fn trace_layer(metrics: Arc<RequestMetrics>) -> RequestTraceLayer {
+/// The trace layer: the request span, entered around everything inside at every poll; no event of its
+/// own (the response step's `HttpResponseSent` covers responses and failures alike).
+pub fn trace_layer() -> RequestTraceLayer {
     TraceLayer::new_for_http()
         .make_span_with(RequestSpan)
         .on_request(())
-        .on_response(ResponseSent { metrics })
+        .on_response(())
         .on_body_chunk(())
         .on_eos(())
         .on_failure(())
@@ -61,7 +58,9 @@ impl<B> MakeSpan<B> for RequestSpan {
             .extensions()
             .get::<MatchedPath>()
             .map_or(UNMATCHED_ROUTE, |m| m.as_str());
-        let span = tracing::info_span!(
+        // A root span: a request is never inside another one, so no lookup of the current span.
+        let span = tracing::error_span!(
+            parent: None,
             SPAN_NAME,
             request_id,
             method = method_label(request.method()),
@@ -82,26 +81,6 @@ impl<B> MakeSpan<B> for RequestSpan {
 /// Record the kind of problem the current request ends with, as its span's `problem` field.
 pub fn record_problem(code: &'static str) {
     tracing::Span::current().record("problem", code);
-}
-
-/// Emits [`HttpResponseSent`] for every response (see the module docs).
-#[derive(Clone)]
-pub struct ResponseSent {
-    metrics: Arc<RequestMetrics>,
-}
-
-impl<B> OnResponse<B> for ResponseSent {
-    fn on_response(self, response: &Response<B>, latency: Duration, _span: &tracing::Span) {
-        let unknown = Endpoint::unknown();
-        let endpoint = response.extensions().get::<Endpoint>().unwrap_or(&unknown);
-        HttpResponseSent {
-            metrics: &self.metrics,
-            endpoint,
-            status: response.status(),
-            latency,
-        }
-        .emit();
-    }
 }
 
 static ON_LAMBDA: AtomicBool = AtomicBool::new(false);

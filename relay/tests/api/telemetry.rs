@@ -13,14 +13,83 @@ use crate::helpers::{spawn_binary, spawn_with};
 
 const TOKEN: &str = "log-test-admin-token-5f1e2d";
 
+/// Every line of `stdout` as JSON, each checked to be one object whose keys are unique.
 fn parse_lines(stdout: &str) -> Vec<Value> {
     stdout
         .lines()
         .map(|line| {
+            telemetry_core::strict::parse_object(line)
+                .unwrap_or_else(|e| panic!("not one JSON object with unique keys per line: {e}"));
             serde_json::from_str(line)
                 .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line}"))
         })
         .collect()
+}
+
+/// Whatever layer is added to the subscriber sees each request's line as a tracing event inside the
+/// request span, with the span's fields: nothing is written behind tracing's back.
+#[test]
+fn request_lines_are_tracing_events_that_any_layer_sees() {
+    use std::sync::{Arc, Mutex};
+
+    use tower::ServiceExt;
+    use tracing::field::{Field, Visit};
+    use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+    use tracing_subscriber::registry::LookupSpan;
+
+    #[derive(Default)]
+    struct Message(String);
+    impl Visit for Message {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "message" {
+                self.0 = format!("{value:?}");
+            }
+        }
+        fn record_str(&mut self, field: &Field, value: &str) {
+            if field.name() == "message" {
+                self.0 = value.to_owned();
+            }
+        }
+    }
+    /// Each event's message and the names of the spans it is in.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<(String, Vec<String>)>>>);
+    impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
+        fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
+            let mut message = Message::default();
+            event.record(&mut message);
+            let spans = ctx
+                .event_scope(event)
+                .map(|scope| scope.map(|span| span.name().to_owned()).collect())
+                .unwrap_or_default();
+            self.0.lock().unwrap().push((message.0, spans));
+        }
+    }
+
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::registry().with(capture.clone());
+    tracing::subscriber::with_default(subscriber, || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let config = relay::config::Config::for_tests();
+            let store = relay::startup::open_store(&config).await.unwrap();
+            let app = relay::startup::build(&config, store);
+            let request = axum::http::Request::get("/messages/01a213d9-0e0c-7109-b209-559fdee526d4")
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let response = app.router.oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::NOT_FOUND.as_u16());
+        });
+    });
+    let seen = capture.0.lock().unwrap().clone();
+    let line = seen
+        .iter()
+        .find(|(message, _)| message == "Request finished.")
+        .unwrap_or_else(|| panic!("no request line among {seen:?}"));
+    assert_eq!(line.1, ["request"], "inside the request span: {seen:?}");
 }
 
 #[tokio::test]
