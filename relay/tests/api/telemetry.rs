@@ -77,9 +77,10 @@ fn request_lines_are_tracing_events_that_any_layer_sees() {
             let config = relay::config::Config::for_tests();
             let store = relay::startup::open_store(&config).await.unwrap();
             let app = relay::startup::build(&config, store);
-            let request = axum::http::Request::get("/messages/01a213d9-0e0c-7109-b209-559fdee526d4")
-                .body(axum::body::Body::empty())
-                .unwrap();
+            let request =
+                axum::http::Request::get("/messages/01a213d9-0e0c-7109-b209-559fdee526d4")
+                    .body(axum::body::Body::empty())
+                    .unwrap();
             let response = app.router.oneshot(request).await.unwrap();
             assert_eq!(response.status(), StatusCode::NOT_FOUND.as_u16());
         });
