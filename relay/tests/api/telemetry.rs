@@ -52,8 +52,9 @@ fn request_lines_are_tracing_events_that_any_layer_sees() {
         }
     }
     /// Each event's message and the names of the spans it is in.
+    type Seen = Vec<(String, Vec<String>)>;
     #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<(String, Vec<String>)>>>);
+    struct Capture(Arc<Mutex<Seen>>);
     impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
         fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
             let mut message = Message::default();
