@@ -15,7 +15,6 @@ chromium=/usr/bin/chromium
 e2e_dir=relay/tests/e2e
 export RELAY_BIN="${RELAY_BIN:-target/debug/relay}"
 
-script_name="e2e: FAILED"
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 

@@ -16,7 +16,6 @@ examples=${SCHEMATHESIS_EXAMPLES:-150}
 out=test-output/schemathesis
 min_cases=1000
 
-script_name="schemathesis: FAILED"
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 

@@ -37,7 +37,13 @@ TRANSACTION_PARTS = {
     ".condition_check(": "dynamodb:ConditionCheckItem",
 }
 # Files of the DynamoDB backend the serving relay runs; client.rs holds `relay create-table`.
-RUNTIME_SOURCES = ["relay/src/store/dynamodb/mod.rs", "relay/src/store/dynamodb/sweep.rs"]
+# Every file of the DynamoDB store but client.rs, whose calls are `relay create-table`'s (the serving
+# role does not need them).
+RUNTIME_SOURCES = sorted(
+    str(p.relative_to(ROOT))
+    for p in (ROOT / "relay/src/store/dynamodb").glob("*.rs")
+    if p.name != "client.rs"
+)
 
 
 def statements(role: dict) -> list[dict]:
