@@ -2,6 +2,7 @@
 """Render the deployable observability stack from its sources of truth.
 
     python3 infra/render.py [--out target/infra/observability.yaml]
+    python3 infra/render.py --gate-seconds      how long a deploy gate must watch the paging alarms
 
 Reads infra/observability.yaml (topics, parameters), every dashboards/cloudwatch-*.json (one
 AWS::CloudWatch::Dashboard each, named `<stem>-<env>`) and alarms/alarms.yaml (one AWS::CloudWatch::Alarm
@@ -191,10 +192,37 @@ def render(
     return template
 
 
+# How late CloudWatch sees a minute's datapoint (metrics arrive a minute or so after the fact) and decides
+# on it (alarms evaluate once a minute): what a deploy gate adds to an alarm's own M x Period.
+METRIC_DELAY_SECONDS = 60
+EVALUATION_DELAY_SECONDS = 60
+
+
+def gate_seconds(alarms: dict | None = None) -> int:
+    """How long after a deploy its gate must watch for a regression that starts with the deploy to reach
+    ALARM in every paging alarm that judges traffic: M periods of bad data, plus the metric and
+    evaluation delays. Alarms whose missing data breaches (a silent canary) judge absence, not a
+    regression, and are left out."""
+    alarms = alarms if alarms is not None else load_alarms()
+    needs = []
+    for entry in alarms["alarms"]:
+        props = entry["properties"]
+        if entry["severity"] != "page" or props.get("TreatMissingData") == "breaching":
+            continue
+        period = int(props.get("Period") or max(int(m.get("Period") or m["MetricStat"]["Period"]) for m in props["Metrics"] if "Period" in m or "MetricStat" in m))
+        datapoints = int(props.get("DatapointsToAlarm", props["EvaluationPeriods"]))
+        needs.append(datapoints * period + METRIC_DELAY_SECONDS + EVALUATION_DELAY_SECONDS)
+    return max(needs)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where to write the template")
+    parser.add_argument("--gate-seconds", action="store_true", help="print how long a deploy gate must watch, and exit")
     args = parser.parse_args(argv)
+    if args.gate_seconds:
+        print(gate_seconds())
+        return 0
     template = render()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     header = (

@@ -15,6 +15,9 @@
 #   --release NAME name this release (default: the git commit, with -dirty for uncommitted changes)
 #   --rollback REL redeploy the packaged templates of an earlier release REL (no build, no package)
 #
+# Alarm and page subscribers: RELAY_ALARM_EMAIL and RELAY_PAGE_EMAIL (the observability stack's AlarmEmail
+# and PageEmail). An environment that pages (PagingEnabled true, prod) refuses to deploy without a page
+# subscriber.
 # Credentials and the account come from the standard AWS chain (OIDC in CI). With AWS_ENDPOINT_URL set,
 # every call goes to that endpoint instead (a local AWS-API server; see infra/tests/test_moto_deploy.py
 # for what moto 5.2.5 can and cannot run of this script).
@@ -69,6 +72,12 @@ env_file=infra/environments/$env_name.json
 region=$("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["region"])' "$env_file")
 export AWS_REGION=$region AWS_DEFAULT_REGION=$region
 
+# A stack that pages must page someone: checked here, before anything is built, and by the stack's Rules.
+paging=$("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["stacks"]["observability"].get("PagingEnabled", "false"))' "$env_file")
+if [ "$paging" = true ] && [ -z "${RELAY_PAGE_EMAIL:-}" ]; then
+  fail "$env_name pages (PagingEnabled true in $env_file) but RELAY_PAGE_EMAIL is empty: pages would reach nobody. Set it to on-call's address or a pager's e-mail gateway."
+fi
+
 # `Key=Value` arguments for --parameter-overrides, from the environment file plus extra pairs.
 params() {
   "$py" - "$env_file" "$@" <<'PY'
@@ -100,6 +109,7 @@ deploy_stack() { # deploy_stack STACK TEMPLATE PARAMS...
     --parameter-overrides "${overrides[@]}" >&2
 }
 
+data_stack=relay-data-$env_name
 app_stack=relay-app-$env_name
 canary_stack=relay-canary-$env_name
 obs_stack=relay-observability-$env_name
@@ -112,7 +122,17 @@ aws sts get-caller-identity --query Account --output text >/dev/null \
 # ---- bootstrap ---------------------------------------------------------------------------------------
 if $bootstrap; then
   step "Deploying $bootstrap_stack"
-  mapfile -t overrides < <(params bootstrap)
+  # One GitHub OIDC provider per account: when another environment's bootstrap made it, this one uses it.
+  oidc=()
+  account=$(aws sts get-caller-identity --query Account --output text)
+  if ! aws cloudformation describe-stack-resource --stack-name "$bootstrap_stack" \
+         --logical-resource-id GitHubOidcProvider >/dev/null 2>&1 \
+     && aws iam get-open-id-connect-provider --open-id-connect-provider-arn \
+         "arn:aws:iam::$account:oidc-provider/token.actions.githubusercontent.com" >/dev/null 2>&1; then
+    echo "deploy: the account already has GitHub's OIDC provider; $bootstrap_stack uses it" >&2
+    oidc=(CreateOidcProvider=false)
+  fi
+  mapfile -t overrides < <(params bootstrap "${oidc[@]}")
   aws cloudformation deploy --stack-name "$bootstrap_stack" --template-file infra/bootstrap.yaml \
     --capabilities CAPABILITY_IAM --no-fail-on-empty-changeset \
     --tags service=relay "env=$env_name" --parameter-overrides "${overrides[@]}" >&2
@@ -131,7 +151,7 @@ if [ -n "$rollback" ]; then
   rm -rf "$stage/rollback" && mkdir -p "$stage/rollback"
   aws s3 cp --only-show-errors --recursive "s3://$bucket/releases/$env_name/$release/" "$stage/rollback/" >&2 \
     || fail "no release $release in s3://$bucket/releases/$env_name/"
-  for name in relay canary observability; do
+  for name in data relay canary observability; do
     [ -f "$stage/rollback/$name.yaml" ] || fail "release $release lacks $name.yaml"
   done
   packaged=$stage/rollback
@@ -166,11 +186,11 @@ else
   fi
   # The templates name their zips as ../target/lambda/<bin>/bootstrap.zip; staged side by side, the
   # same relative paths find the zips chosen above.
-  cp infra/relay.yaml infra/canary.yaml "$stage/infra/"
+  cp infra/data.yaml infra/relay.yaml infra/canary.yaml "$stage/infra/"
   "$py" infra/render.py --out "$stage/infra/observability.yaml" >/dev/null
 
   step "Packaging (aws cloudformation package -> s3://$bucket)"
-  for name in relay canary observability; do
+  for name in data relay canary observability; do
     aws cloudformation package --template-file "$stage/infra/$name.yaml" --s3-bucket "$bucket" \
       --s3-prefix "artifacts/$env_name" --output-template-file "$stage/packaged/$name.yaml" >&2
   done
@@ -179,11 +199,22 @@ else
 fi
 
 # ---- deploy, in dependency order -----------------------------------------------------------------------
-deploy_stack "$app_stack" "$packaged/relay.yaml" app
+# The data stack first: it outlives the others (scripts/destroy.sh keeps it), so after a destroy it is
+# still there and this only updates it. A table still owned by an app stack of before the data stack
+# existed must be imported into the data stack first (docs/OPERATIONS.md, "Moving the table").
+if aws cloudformation describe-stack-resource --stack-name "$app_stack" --logical-resource-id MessagesTable \
+     >/dev/null 2>&1; then
+  fail "$app_stack still owns the table: import it into $data_stack first (docs/OPERATIONS.md, \"Moving the table\")"
+fi
+deploy_stack "$data_stack" "$packaged/data.yaml" data
+deploy_stack "$app_stack" "$packaged/relay.yaml" app \
+  "TableName=$(output "$data_stack" TableName)" "TableArn=$(output "$data_stack" TableArn)" \
+  "AdminTokenSecretArn=$(output "$data_stack" AdminTokenSecretArn)"
 api_url=$(output "$app_stack" ApiUrl)
 api_id=$(output "$app_stack" ApiId)
 deploy_stack "$canary_stack" "$packaged/canary.yaml" canary "TargetUrl=$api_url"
-deploy_stack "$obs_stack" "$packaged/observability.yaml" observability "ApiId=$api_id"
+deploy_stack "$obs_stack" "$packaged/observability.yaml" observability "ApiId=$api_id" \
+  "AlarmEmail=${RELAY_ALARM_EMAIL:-}" "PageEmail=${RELAY_PAGE_EMAIL:-}"
 
 step "Deployed release $release to $env_name"
 cat <<DONE

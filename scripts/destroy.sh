@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Tear an environment down: delete the observability, canary and app stacks (in that order, waiting for
-# each). The DynamoDB table survives by design (DeletionPolicy Retain + deletion protection): messages
-# are user data. Only --delete-data removes it, after you type the environment name (or pass --yes).
+# each). The data stack (the DynamoDB table and the admin token secret) survives by design: messages are
+# user data, and a later deploy finds them where they were. Only --delete-data removes it, after you
+# type the environment name (or pass --yes).
 #
 #   scripts/destroy.sh ENV [--delete-data] [--bootstrap] [--yes]
 #
-#   --delete-data  also turn deletion protection off and delete the table relay-ENV (irreversible;
-#                  point-in-time recovery backups go with it)
+#   --delete-data  also delete the data stack: the table relay-ENV (deletion protection turned off;
+#                  irreversible, point-in-time recovery backups go with it) and the admin token secret
+#                  (without a recovery window, so its name is free for a new deploy)
 #   --bootstrap    also delete the bootstrap stack (the artifact bucket is retained; empty and delete it
 #                  by hand if you really mean it)
 #   --yes          do not ask for confirmation
@@ -70,15 +72,19 @@ delete_stack "relay-canary-$env_name"
 delete_stack "relay-app-$env_name"
 
 table=relay-$env_name
+secret=relay/$env_name/admin-token
 if $delete_data; then
-  step "Deleting the table $table"
+  # Both are retained by the data stack (DeletionPolicy Retain), so they are deleted here, by name.
+  delete_stack "relay-data-$env_name"
+  step "Deleting the table $table and the secret $secret"
   if aws dynamodb describe-table --table-name "$table" >/dev/null 2>&1; then
     aws dynamodb update-table --table-name "$table" --no-deletion-protection-enabled >/dev/null
     aws dynamodb delete-table --table-name "$table" >/dev/null
     aws dynamodb wait table-not-exists --table-name "$table"
   fi
+  aws secretsmanager delete-secret --secret-id "$secret" --force-delete-without-recovery >/dev/null 2>&1 || true
 else
-  echo "destroy: kept the table $table (pass --delete-data to delete it)" >&2
+  echo "destroy: kept the data stack relay-data-$env_name (table $table, secret $secret; --delete-data deletes them)" >&2
 fi
 
 if $with_bootstrap; then

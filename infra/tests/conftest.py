@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import render  # noqa: E402
 
 TEMPLATES = {
+    "data": ROOT / "infra" / "data.yaml",
     "relay": ROOT / "infra" / "relay.yaml",
     "canary": ROOT / "infra" / "canary.yaml",
     "bootstrap": ROOT / "infra" / "bootstrap.yaml",

@@ -83,10 +83,12 @@ def test_the_relay_role_grants_exactly_the_readme_actions_on_the_table_and_index
     for statement in statements(role):
         resource = statement["Resource"]
         actions = set(as_list(statement["Action"]))
-        if resource == {"Fn::GetAtt": ["MessagesTable", "Arn"]}:
+        if resource == {"Ref": "TableArn"}:
             table |= actions
-        elif resource == {"Fn::Sub": "${MessagesTable.Arn}/index/by_expiry"}:
+        elif resource == {"Fn::Sub": "${TableArn}/index/by_expiry"}:
             index |= actions
+        elif resource == {"Ref": "AdminTokenSecretArn"}:
+            assert actions == {"secretsmanager:GetSecretValue"}, f"the secret may only be read: {statement}"
         else:
             assert actions <= {"logs:CreateLogStream", "logs:PutLogEvents"}, f"unexpected grant {statement}"
             assert resource == {"Fn::Sub": "${RelayLogGroup.Arn}"}
@@ -125,8 +127,17 @@ def test_no_role_grants_wildcard_actions(templates):
                     assert "*" not in action, f"{name}.{logical}: wildcard action {action}"
 
 
+def test_the_data_stack_keeps_the_table_and_the_secret_whatever_happens_to_it(templates):
+    resources = templates["data"]["Resources"]
+    assert {r["Type"] for r in resources.values()} == {"AWS::DynamoDB::Table", "AWS::SecretsManager::Secret"}
+    for logical, res in resources.items():
+        assert res["DeletionPolicy"] == "Retain" and res["UpdateReplacePolicy"] == "Retain", logical
+    assert not any(r["Type"] in ("AWS::DynamoDB::Table", "AWS::SecretsManager::Secret")
+                   for name in ("relay", "canary") for r in templates[name]["Resources"].values())
+
+
 def test_the_table_keeps_data_and_has_ttl_and_point_in_time_recovery(templates):
-    table = templates["relay"]["Resources"]["MessagesTable"]
+    table = templates["data"]["Resources"]["MessagesTable"]
     props = table["Properties"]
     assert table["DeletionPolicy"] == "Retain" and table["UpdateReplacePolicy"] == "Retain"
     assert props["DeletionProtectionEnabled"] is True
@@ -156,6 +167,16 @@ def test_functions_are_arm64_on_the_provided_runtime_with_reserved_concurrency(t
                 assert "ReservedConcurrentExecutions" in props
 
 
+def test_a_failed_canary_run_is_never_retried_late(templates):
+    """EventBridge invokes the canary asynchronously; Lambda would retry a failed run twice, up to 6 hours
+    later, queued behind its reserved concurrency: stale results published as new ones."""
+    configs = [r for r in templates["canary"]["Resources"].values() if r["Type"] == "AWS::Lambda::EventInvokeConfig"]
+    assert len(configs) == 1
+    props = configs[0]["Properties"]
+    assert props["FunctionName"] == {"Ref": "CanaryFunction"} and props["Qualifier"] == "$LATEST"
+    assert props["MaximumRetryAttempts"] == 0 and props["MaximumEventAgeInSeconds"] == 60
+
+
 def test_the_api_is_throttled_and_access_logged(templates):
     resources = templates["relay"]["Resources"]
     stage = resources["ApiStage"]["Properties"]
@@ -166,12 +187,43 @@ def test_the_api_is_throttled_and_access_logged(templates):
     assert integration["PayloadFormatVersion"] == "2.0"
 
 
-def test_the_admin_token_comes_from_secrets_manager(templates):
+def test_the_admin_token_is_read_from_secrets_manager_and_never_in_the_functions_configuration(templates):
     resources = templates["relay"]["Resources"]
     env = resources["RelayFunction"]["Properties"]["Environment"]["Variables"]
-    assert env["RELAY_ADMIN_TOKEN"] == {"Fn::Sub": "{{resolve:secretsmanager:${AdminTokenSecret}:SecretString}}"}
-    assert resources["AdminTokenSecret"]["Type"] == "AWS::SecretsManager::Secret"
-    assert env["RELAY_STORE"] == {"Fn::Sub": "dynamodb:${MessagesTable}"}
+    # The ARN only: lambda:GetFunction shows the environment, so the value must never be in it.
+    assert env["RELAY_ADMIN_TOKEN_SECRET"] == {"Ref": "AdminTokenSecretArn"}
+    assert "RELAY_ADMIN_TOKEN" not in env
+    assert not any("resolve:secretsmanager" in json.dumps(v) for v in env.values())
+    assert templates["data"]["Resources"]["AdminTokenSecret"]["Type"] == "AWS::SecretsManager::Secret"
+    assert env["RELAY_STORE"] == {"Fn::Sub": "dynamodb:${TableName}"}
+
+
+def test_function_roles_carry_the_bootstrap_boundary_and_only_it_lets_them_be_made(templates):
+    boundary = "arn:${AWS::Partition}:iam::${AWS::AccountId}:policy/relay-function-boundary-${Env}"
+    for name, logical in (("relay", "RelayFunctionRole"), ("canary", "CanaryFunctionRole")):
+        assert templates[name]["Resources"][logical]["Properties"]["PermissionsBoundary"] == {"Fn::Sub": boundary}
+    bootstrap = templates["bootstrap"]["Resources"]
+    assert bootstrap["FunctionBoundary"]["Properties"]["ManagedPolicyName"] == {
+        "Fn::Sub": "relay-function-boundary-${Env}"
+    }
+    role = bootstrap["CloudFormationExecutionRole"]
+    for statement in statements(role):
+        actions = {a.lower() for a in as_list(statement["Action"])}
+        if actions & {"iam:createrole", "iam:putrolepolicy", "iam:putrolepermissionsboundary", "iam:attachrolepolicy"}:
+            assert statement["Condition"] == {
+                "StringEquals": {"iam:PermissionsBoundary": {"Ref": "FunctionBoundary"}}
+            }, f"IAM writes without the boundary condition: {statement}"
+            assert "iam:attachrolepolicy" not in actions
+
+
+def test_the_execution_role_may_touch_only_relay_log_groups_alarms_and_dashboards(templates):
+    role = templates["bootstrap"]["Resources"]["CloudFormationExecutionRole"]
+    for statement in statements(role):
+        actions = {a.lower() for a in as_list(statement["Action"])}
+        destructive = {a for a in actions if a in ("logs:deleteloggroup", "cloudwatch:deletealarms", "cloudwatch:deletedashboards")}
+        if destructive:
+            resources = json.dumps(statement["Resource"])
+            assert '"*"' not in resources and "relay" in resources.lower(), f"{destructive} on {resources}"
 
 
 def test_the_relay_environment_variables_are_flags_the_relay_knows(templates):
@@ -192,8 +244,14 @@ def test_the_canary_environment_variables_are_flags_the_canary_knows(templates):
 
 
 # Parameters scripts/deploy.sh wires from other stacks' outputs instead of the environment files.
-WIRED = {"canary": {"TargetUrl"}, "observability": {"ApiId"}}
-STACK_TEMPLATE = {"bootstrap": "bootstrap", "app": "relay", "canary": "canary", "observability": "observability"}
+WIRED = {
+    "app": {"TableName", "TableArn", "AdminTokenSecretArn"},
+    "canary": {"TargetUrl"},
+    "observability": {"ApiId"},
+}
+STACK_TEMPLATE = {
+    "bootstrap": "bootstrap", "data": "data", "app": "relay", "canary": "canary", "observability": "observability",
+}
 
 
 @pytest.mark.parametrize("env", sorted(ENVIRONMENTS))
@@ -238,9 +296,9 @@ UNUSED_FEATURE_SERVICES = {
 }
 UNUSED_FEATURE_ACTIONS = {
     # DynamoDB ImportTable, global-table replicas, contributor insights and resource policies are not used.
-    "dynamodb:importtable", "dynamodb:describeimport", "dynamodb:batchwriteitem", "dynamodb:putitem",
+    "dynamodb:importtable", "dynamodb:batchwriteitem", "dynamodb:putitem",
     "dynamodb:getitem", "dynamodb:deleteitem", "dynamodb:updateitem", "dynamodb:query", "dynamodb:scan",
-    "dynamodb:createtablereplica", "dynamodb:associatetablereplica", "dynamodb:describekinesisstreamingdestination",
+    "dynamodb:createtablereplica", "dynamodb:associatetablereplica",
     "dynamodb:enablekinesisstreamingdestination", "dynamodb:disablekinesisstreamingdestination",
     "dynamodb:updatekinesisstreamingdestination", "dynamodb:putresourcepolicy", "dynamodb:deleteresourcepolicy",
     "iam:createservicelinkedrole", "s3:getobjectmetadata", "s3:listbucket", "logs:createlogstream",
@@ -249,8 +307,8 @@ UNUSED_FEATURE_ACTIONS = {
     "lambda:passcapacityprovider", "lambda:associateruntimealias", "lambda:publishversion",
     "lambda:putfunctioncodesigningconfig", "lambda:deletefunctioncodesigningconfig",
     "lambda:putfunctionscalingconfig",
-    # The function roles carry inline policies only: no managed policies or permission boundaries to set.
-    "iam:attachrolepolicy", "iam:putrolepermissionsboundary", "iam:deleterolepermissionsboundary",
+    # The function roles carry inline policies only, and their boundary is never removed.
+    "iam:attachrolepolicy", "iam:deleterolepermissionsboundary",
     # Log groups: no data protection, index policies, KMS, deletion protection or bearer tokens.
     "logs:putdataprotectionpolicy", "logs:deletedataprotectionpolicy", "logs:putindexpolicy",
     "logs:deleteindexpolicy", "logs:associatekmskey", "logs:disassociatekmskey",
@@ -263,13 +321,25 @@ UNUSED_FEATURE_ACTIONS = {
 }
 
 
+# Needed beyond the resource schemas: API Gateway sets up the log delivery of a stage's access logs with
+# the caller's permissions (AWS, "Configuring logging for an HTTP API").
+EXTRA_NEEDED = {
+    "AWS::ApiGatewayV2::Stage": {
+        "logs:createlogdelivery", "logs:getlogdelivery", "logs:updatelogdelivery", "logs:deletelogdelivery",
+        "logs:listlogdeliveries", "logs:putresourcepolicy", "logs:describeresourcepolicies",
+        "logs:describeloggroups",
+    },
+}
+
+
 def handler_permissions(resource_type: str) -> set[str]:
     index = json.loads((CFN_SCHEMAS / "providers" / "us-east-1.json").read_text())
     schema = json.loads((CFN_SCHEMAS / "resources" / f"{index[resource_type]}.json").read_text())
     out: set[str] = set()
     for handler in ("create", "read", "update", "delete"):
         out |= {p.lower() for p in schema.get("handlers", {}).get(handler, {}).get("permissions", [])}
-    return {p for p in out if p.split(":")[0] not in UNUSED_FEATURE_SERVICES and p not in UNUSED_FEATURE_ACTIONS}
+    out = {p for p in out if p.split(":")[0] not in UNUSED_FEATURE_SERVICES and p not in UNUSED_FEATURE_ACTIONS}
+    return out | EXTRA_NEEDED.get(resource_type, set())
 
 
 def test_the_cloudformation_execution_role_may_do_what_the_resource_handlers_call(templates):
@@ -277,7 +347,9 @@ def test_the_cloudformation_execution_role_may_do_what_the_resource_handlers_cal
     schemas cfn-lint ships) is granted, so a first real deploy cannot die on AccessDenied."""
     role = templates["bootstrap"]["Resources"]["CloudFormationExecutionRole"]
     granted = {a.lower() for s in statements(role) for a in as_list(s["Action"])}
-    types = {r["Type"] for name in ("relay", "canary", "observability") for r in templates[name]["Resources"].values()}
+    types = {
+        r["Type"] for name in ("data", "relay", "canary", "observability") for r in templates[name]["Resources"].values()
+    }
     missing = {t: sorted(handler_permissions(t) - granted) for t in sorted(types)}
     missing = {t: m for t, m in missing.items() if m}
     assert not missing, "the execution role lacks:\n" + "\n".join(f"{t}: {m}" for t, m in missing.items())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,47 @@ def test_deploy_scripts_refuse_unknown_environments(script):
     assert result.returncode != 0 and "unknown environment" in result.stderr
     usage = subprocess.run(["bash", script, "--help"], capture_output=True, text=True, cwd=ROOT)
     assert usage.returncode == 2 and "ENV" in usage.stderr
+
+
+def test_deploy_refuses_an_environment_that_pages_without_a_page_subscriber():
+    """prod pages (PagingEnabled true): without RELAY_PAGE_EMAIL, deploy.sh stops before building or
+    calling AWS, saying why."""
+    env = {k: v for k, v in os.environ.items() if k != "RELAY_PAGE_EMAIL"}
+    env["RELAY_DEPLOY_VENV"] = str(Path(sys.executable).parent.parent)
+    result = subprocess.run(["bash", "scripts/deploy.sh", "prod", "--skip-build"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+    assert result.returncode != 0
+    assert "RELAY_PAGE_EMAIL is empty: pages would reach nobody" in result.stderr, result.stderr
+    assert "Deploying" not in result.stderr
+
+
+def _rule_holds(rule: dict, params: dict[str, str]) -> bool:
+    """A CloudFormation template rule evaluated over parameter values (the intrinsics these rules use)."""
+
+    def value(node):
+        if isinstance(node, dict):
+            (fn, arg), = node.items()
+            if fn == "Ref":
+                return params[arg]
+            if fn == "Fn::Equals":
+                return value(arg[0]) == value(arg[1])
+            if fn == "Fn::Not":
+                return not value(arg[0])
+            if fn == "Fn::And":
+                return all(value(a) for a in arg)
+            if fn == "Fn::Or":
+                return any(value(a) for a in arg)
+            raise AssertionError(f"rule function {fn} not understood here")
+        return node
+
+    if "RuleCondition" in rule and not value(rule["RuleCondition"]):
+        return True
+    return all(value(a["Assert"]) for a in rule["Assertions"])
+
+
+def test_the_observability_stack_refuses_paging_without_a_subscriber():
+    template = yaml.safe_load((ROOT / "infra" / "observability.yaml").read_text())
+    rule = template["Rules"]["PagingNeedsASubscriber"]
+    base = {name: p.get("Default", "") for name, p in template["Parameters"].items()}
+    assert not _rule_holds(rule, {**base, "PagingEnabled": "true", "PageEmail": ""})
+    assert _rule_holds(rule, {**base, "PagingEnabled": "true", "PageEmail": "on-call@example.com"})
+    assert _rule_holds(rule, {**base, "PagingEnabled": "false", "PageEmail": ""})

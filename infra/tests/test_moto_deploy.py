@@ -33,7 +33,7 @@ from conftest import ENVIRONMENTS, ROOT
 
 ACCOUNT = "123456789012"  # moto's account
 STACKS = ("app", "canary", "observability")
-TEMPLATE_OF = {"app": "relay", "canary": "canary", "observability": "observability"}
+TEMPLATE_OF = {"data": "data", "app": "relay", "canary": "canary", "observability": "observability"}
 # What moto 5.2.5's CloudFormation accepts but does not create: these are checked by cfn-lint, checkov and
 # the template tests only (and alarms additionally by the PutMetricAlarm replay below). The test fails if
 # this list and moto's behaviour disagree, so the README's list stays true.
@@ -42,12 +42,13 @@ LINT_ONLY_TYPES = {
     "AWS::ApiGatewayV2::Integration",
     "AWS::ApiGatewayV2::Route",
     "AWS::ApiGatewayV2::Stage",
-    "AWS::SecretsManager::Secret",
     "AWS::CloudWatch::Alarm",
     "AWS::CloudWatch::CompositeAlarm",
     "AWS::SNS::TopicPolicy",
     "AWS::S3::BucketPolicy",
     "AWS::IAM::OIDCProvider",
+    "AWS::Lambda::EventInvokeConfig",
+    "AWS::SecretsManager::Secret",
 }
 # Created by moto (see the permission test) but listed without a physical id.
 CREATED_WITHOUT_ID = {"AWS::Lambda::Permission"}
@@ -72,11 +73,15 @@ def _outputs(cf, name: str) -> dict[str, str]:
 def _clean(env: str, client) -> None:
     """Remove what an earlier run against the same server left (stacks, the retained table and bucket)."""
     cf = client("cloudformation")
-    for stack in ("observability", "canary", "app", "bootstrap"):
+    for stack in ("observability", "canary", "app", "data", "bootstrap"):
         try:
             cf.delete_stack(StackName=stack_name(stack, env))
         except botocore.exceptions.ClientError:
             pass
+    try:
+        client("iam").delete_policy(PolicyArn=f"arn:aws:iam::{ACCOUNT}:policy/relay-function-boundary-{env}")
+    except botocore.exceptions.ClientError:
+        pass
     ddb = client("dynamodb")
     try:
         ddb.update_table(TableName=f"relay-{env}", DeletionProtectionEnabled=False)
@@ -110,6 +115,28 @@ def _create(cf, name: str, template: Path, params: dict[str, str]) -> dict[str, 
     return _outputs(cf, name)
 
 
+def _stand_in_secret_arn(env: str) -> str:
+    """What the data stack's AdminTokenSecretArn would be: moto creates no secret from a template."""
+    return f"arn:aws:secretsmanager:{ENVIRONMENTS[env]}:{ACCOUNT}:secret:relay/{env}/admin-token-M0t0Ab"
+
+
+def _deploy_app_canary_observability(env: str, cf, packaged: Path, stacks: dict, data: dict) -> dict:
+    """The app, canary and observability stacks, wired as scripts/deploy.sh wires them."""
+    app_params = {
+        **stacks["app"],
+        "TableName": data["TableName"],
+        "TableArn": data["TableArn"],
+        "AdminTokenSecretArn": data.get("AdminTokenSecretArn", _stand_in_secret_arn(env)),
+    }
+    app = _create(cf, stack_name("app", env), packaged / "relay.yaml", app_params)
+    canary = _create(cf, stack_name("canary", env), packaged / "canary.yaml", {**stacks["canary"], "TargetUrl": app["ApiUrl"]})
+    observability_params = {**stacks["observability"], "ApiId": app.get("ApiId", STAND_IN_API_ID)}
+    if observability_params.get("PagingEnabled") == "true":
+        observability_params["PageEmail"] = "on-call@example.com"
+    observability = _create(cf, stack_name("observability", env), packaged / "observability.yaml", observability_params)
+    return {"app": app, "canary": canary, "observability": observability}
+
+
 @pytest.fixture(scope="module")
 def deployed(tool, environments, tmp_path_factory) -> dict[str, dict]:
     result = {}
@@ -124,7 +151,7 @@ def deployed(tool, environments, tmp_path_factory) -> dict[str, dict]:
         # Staged exactly as scripts/deploy.sh stages them: templates in infra/, zips in target/lambda/.
         stage = tmp_path_factory.mktemp(f"stage-{env}")
         (stage / "infra").mkdir()
-        for name in ("relay", "canary"):
+        for name in ("data", "relay", "canary"):
             shutil.copy(ROOT / "infra" / f"{name}.yaml", stage / "infra" / f"{name}.yaml")
         subprocess.run(
             [str(Path(tool("python"))), str(ROOT / "infra" / "render.py"), "--out", str(stage / "infra" / "observability.yaml")],
@@ -135,7 +162,7 @@ def deployed(tool, environments, tmp_path_factory) -> dict[str, dict]:
             _stand_in_zip(stage / "target" / "lambda" / binary / "bootstrap.zip")
         packaged = stage / "packaged"
         packaged.mkdir()
-        for name in ("relay", "canary", "observability"):
+        for name in ("data", "relay", "canary", "observability"):
             subprocess.run(
                 [
                     tool("aws"), "cloudformation", "package", "--region", region,
@@ -146,14 +173,9 @@ def deployed(tool, environments, tmp_path_factory) -> dict[str, dict]:
                 capture_output=True,
             )
 
-        outputs = {"bootstrap": boot}
-        outputs["app"] = _create(cf, stack_name("app", env), packaged / "relay.yaml", stacks["app"])
-        api_url = outputs["app"]["ApiUrl"]
-        outputs["canary"] = _create(cf, stack_name("canary", env), packaged / "canary.yaml", {**stacks["canary"], "TargetUrl": api_url})
+        outputs = {"bootstrap": boot, "data": _create(cf, stack_name("data", env), packaged / "data.yaml", stacks["data"])}
+        outputs.update(_deploy_app_canary_observability(env, cf, packaged, stacks, outputs["data"]))
         api_id = outputs["app"].get("ApiId", STAND_IN_API_ID)
-        outputs["observability"] = _create(
-            cf, stack_name("observability", env), packaged / "observability.yaml", {**stacks["observability"], "ApiId": api_id}
-        )
         result[env] = {
             "region": region,
             "client": client,
@@ -183,7 +205,7 @@ def test_package_uploaded_the_lambda_zips(deployed):
 
 
 def test_the_table_exists_as_the_template_declares(deployed, templates):
-    declared = templates["relay"]["Resources"]["MessagesTable"]["Properties"]
+    declared = templates["data"]["Resources"]["MessagesTable"]["Properties"]
     for env, d in deployed.items():
         table = d["client"]("dynamodb").describe_table(TableName=f"relay-{env}")["Table"]
         assert table["KeySchema"] == declared["KeySchema"]
@@ -196,7 +218,7 @@ def test_the_table_exists_as_the_template_declares(deployed, templates):
         assert table["DeletionProtectionEnabled"] is True
         tags = d["client"]("dynamodb").list_tags_of_resource(ResourceArn=table["TableArn"])["Tags"]
         assert {"Key": "env", "Value": env} in tags
-        assert d["outputs"]["app"]["TableArn"] == table["TableArn"]
+        assert d["outputs"]["data"]["TableArn"] == table["TableArn"]
 
 
 def test_the_functions_run_with_the_environments_settings(deployed, environments):
@@ -211,13 +233,28 @@ def test_the_functions_run_with_the_environments_settings(deployed, environments
         assert variables["RELAY_STORE"] == f"dynamodb:relay-{env}"
         assert variables["RUST_LOG"] == app["LogLevel"]
         assert str(variables["RELAY_RATE_LIMIT"]) == app["ClientRateLimit"]
+        assert variables["RELAY_ADMIN_TOKEN_SECRET"].startswith(f"arn:aws:secretsmanager:{d['region']}:")
+        assert "RELAY_ADMIN_TOKEN" not in variables, "the token itself never sits in the configuration"
+        # 0 reserves nothing (dev: new accounts cannot spare any), else exactly that many.
         concurrency = lam.get_function_concurrency(FunctionName=f"relay-{env}")
-        assert concurrency["ReservedConcurrentExecutions"] == int(app["ReservedConcurrency"])
+        assert concurrency.get("ReservedConcurrentExecutions", 0) == int(app["ReservedConcurrency"])
+        role = d["client"]("iam").get_role(RoleName=relay["Role"].split("/")[-1])["Role"]
+        assert role["PermissionsBoundary"]["PermissionsBoundaryArn"].endswith(f":policy/relay-function-boundary-{env}")
 
         canary = lam.get_function_configuration(FunctionName=f"relay-canary-{env}")
         assert canary["Environment"]["Variables"]["HEALTHCHECK_STAGE"] == env
         assert canary["Environment"]["Variables"]["HEALTHCHECK_TARGET"] == d["outputs"]["app"]["ApiUrl"]
-        assert lam.get_function_concurrency(FunctionName=f"relay-canary-{env}")["ReservedConcurrentExecutions"] == 1
+        canary_reserved = int(environments[env]["stacks"]["canary"]["ReservedConcurrency"])
+        assert lam.get_function_concurrency(FunctionName=f"relay-canary-{env}").get("ReservedConcurrentExecutions", 0) == canary_reserved
+
+
+def test_the_relay_reads_the_secret_the_data_stack_names(deployed):
+    """moto 5.2.5 creates no secret from a template (AWS::SecretsManager::Secret is lint-only), so the
+    data stack's AdminTokenSecretArn output is empty and the wiring is checked with the stand-in ARN."""
+    for env, d in deployed.items():
+        arn = d["outputs"]["data"].get("AdminTokenSecretArn", _stand_in_secret_arn(env))
+        variables = d["client"]("lambda").get_function_configuration(FunctionName=f"relay-{env}")["Environment"]["Variables"]
+        assert variables["RELAY_ADMIN_TOKEN_SECRET"] == arn
 
 
 def test_log_groups_keep_logs_as_long_as_the_environment_says(deployed, environments):
@@ -252,7 +289,7 @@ def test_the_roles_grant_only_the_templates_statements(deployed):
         iam = d["client"]("iam")
         cf = d["client"]("cloudformation")
         statements = _policies(iam, _physical_id(cf, stack_name("app", env), "RelayFunctionRole"))
-        table_arn = d["outputs"]["app"]["TableArn"]
+        table_arn = d["outputs"]["data"]["TableArn"]
         grants = {(s["Resource"] if isinstance(s["Resource"], str) else tuple(s["Resource"])): set(s["Action"] if isinstance(s["Action"], list) else [s["Action"]]) for s in statements}
         assert grants[table_arn] == {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchGetItem", "dynamodb:Query"}
         assert grants[f"{table_arn}/index/by_expiry"] == {"dynamodb:Query"}
@@ -299,7 +336,7 @@ def test_moto_creates_every_resource_but_the_documented_lint_only_types(deployed
     not_created: set[str] = set()
     for env, d in deployed.items():
         cf = d["client"]("cloudformation")
-        for stack in ("bootstrap", *STACKS):
+        for stack in ("bootstrap", "data", *STACKS):
             template = templates["relay" if stack == "app" else stack]
             deployed_ids = {
                 r.get("LogicalResourceId")
@@ -410,12 +447,38 @@ def _destroy(env: str, *flags: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_destroy_removes_the_stacks_and_keeps_the_table_unless_asked(deployed):
+def _live_stacks(cf) -> set[str]:
+    return {s["StackName"] for s in cf.list_stacks()["StackSummaries"] if s["StackStatus"] != "DELETE_COMPLETE"}
+
+
+def test_destroy_keeps_the_data_and_a_redeploy_finds_it_twice_over_until_asked_to_delete_it(deployed, environments):
+    """destroy, deploy, destroy, deploy: the data stack stays, so each redeploy finds the table (and an
+    item written before the first destroy) where it was; only --delete-data removes stack, table and
+    secret."""
+    d = deployed["dev"]
+    cf, ddb = d["client"]("cloudformation"), d["client"]("dynamodb")
+    ddb.put_item(TableName="relay-dev", Item={"pk": {"S": "saved"}, "sk": {"S": "saved"}, "saved_value": {"S": "kept"}})
+    stacks = environments["dev"]["stacks"]
+    for _ in range(2):
+        _destroy("dev")
+        assert not {stack_name(s, "dev") for s in STACKS} & _live_stacks(cf), "stacks left behind"
+        assert stack_name("data", "dev") in _live_stacks(cf), "the data stack must stay"
+        redeployed = _deploy_app_canary_observability("dev", cf, d["packaged"], stacks, d["outputs"]["data"])
+        assert redeployed["app"]["ApiUrl"]
+        item = ddb.get_item(TableName="relay-dev", Key={"pk": {"S": "saved"}, "sk": {"S": "saved"}})["Item"]
+        assert item["saved_value"]["S"] == "kept"
     _destroy("dev")
-    _destroy("prod", "--delete-data")
-    for env, d in deployed.items():
-        cf = d["client"]("cloudformation")
-        live = {s["StackName"] for s in cf.list_stacks()["StackSummaries"] if s["StackStatus"] != "DELETE_COMPLETE"}
-        assert not {stack_name(s, env) for s in STACKS} & live, f"{env}: stacks left behind"
-        tables = d["client"]("dynamodb").list_tables()["TableNames"]
-        assert (f"relay-{env}" in tables) == (env == "dev"), f"{env}: the table must stay unless --delete-data"
+    secrets = d["client"]("secretsmanager")
+    secrets.create_secret(Name="relay/dev/admin-token", SecretString="a-token-for-the-delete-data-run")
+    _destroy("dev", "--delete-data")
+    assert not {stack_name(s, "dev") for s in (*STACKS, "data")} & _live_stacks(cf)
+    assert "relay-dev" not in ddb.list_tables()["TableNames"]
+    names = [s["Name"] for s in secrets.list_secrets()["SecretList"]]
+    assert "relay/dev/admin-token" not in names, "deleted without a recovery window, so the name is free"
+
+
+def test_destroy_without_delete_data_keeps_the_table(deployed):
+    _destroy("prod")
+    d = deployed["prod"]
+    assert not {stack_name(s, "prod") for s in STACKS} & _live_stacks(d["client"]("cloudformation"))
+    assert "relay-prod" in d["client"]("dynamodb").list_tables()["TableNames"]

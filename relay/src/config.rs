@@ -66,9 +66,20 @@ pub struct Config {
     #[arg(long, env = "RELAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
 
-    /// Bearer token required by `PUT /saved`. Without one, the saved string cannot be changed.
-    #[arg(long, env = "RELAY_ADMIN_TOKEN", hide_env_values = true)]
+    /// Bearer token required by `PUT /saved`. Without one, the saved string cannot be changed. Prefer
+    /// the RELAY_ADMIN_TOKEN variable or --admin-token-secret: a flag shows in `ps`.
+    #[arg(
+        long,
+        env = "RELAY_ADMIN_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "admin_token_secret"
+    )]
     pub admin_token: Option<AdminToken>,
+
+    /// The ARN (or name) of a Secrets Manager secret holding the admin token, read once at start
+    /// (credentials and region from the usual AWS environment). What the AWS stacks use.
+    #[arg(long, env = "RELAY_ADMIN_TOKEN_SECRET")]
+    pub admin_token_secret: Option<String>,
 
     /// Largest accepted request body, in bytes (larger requests get 413).
     #[arg(long, env = "RELAY_MAX_BODY_BYTES", default_value_t = 256 * 1024,

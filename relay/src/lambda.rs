@@ -1,6 +1,12 @@
 //! The Lambda entry: the same Router, served through lambda_http (API Gateway HTTP API v2 events).
-//! Metrics become CloudWatch EMF lines flushed after each invocation; logs go straight to stdout so
-//! they are written before the sandbox freezes. Must never: start a listener or a second Router.
+//! Metrics become CloudWatch EMF documents, written after each invocation in one write of a whole buffer
+//! (so no other line can land inside one); logs go straight to stdout so they are written before the
+//! sandbox freezes. Must never: start a listener or a second Router, or panic when stdout fails.
+
+use std::io::Write;
+
+use lambda_http::lambda_runtime::{self, LambdaInvocation};
+use tower::ServiceBuilder;
 
 use crate::config::Config;
 use crate::startup;
@@ -16,6 +22,7 @@ pub fn is_running_on_lambda() -> bool {
 pub async fn run(config: Config) -> Result<(), lambda_http::Error> {
     telemetry::request::mark_lambda();
     let collector = telemetry::install_emf(&config.environment)?;
+    let config = crate::secrets::resolve(config).await?;
     let store = startup::open_store(&config).await?;
     let app = startup::build(&config, store.clone());
     RelayStarted {
@@ -23,5 +30,24 @@ pub async fn run(config: Config) -> Result<(), lambda_http::Error> {
         store: &config.store.to_string(),
     }
     .emit();
-    metrics_cloudwatch_embedded::lambda::service::run_http(collector, app.router).await
+    let emf = ServiceBuilder::new()
+        // Every EMF document of an invocation names it, so its metrics and log lines can be joined.
+        .map_request(move |invocation: LambdaInvocation| {
+            collector.set_property("RequestId", invocation.context.request_id.clone());
+            collector.set_property("TraceId", invocation.context.xray_trace_id.clone());
+            invocation
+        })
+        .map_future(move |invocation| async move {
+            let result = invocation.await;
+            let mut documents = Vec::new();
+            // Nowhere to report a failed metrics write; the invocation's answer goes out regardless.
+            if collector.flush(&mut documents).is_ok() {
+                let _ = std::io::stdout().lock().write_all(&documents);
+            }
+            result
+        });
+    lambda_runtime::Runtime::new(lambda_http::Adapter::from(app.router))
+        .layer(emf)
+        .run()
+        .await
 }

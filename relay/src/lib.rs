@@ -8,6 +8,8 @@ pub mod domain;
 pub mod http;
 /// The Lambda entry: the same Router behind lambda_http, metrics as CloudWatch EMF.
 pub mod lambda;
+/// Secrets read at start: the admin token from Secrets Manager.
+pub mod secrets;
 /// The message service shared by `/messages` and `/paste`: store + cache + events.
 pub mod service;
 /// Build the Router and serve it.

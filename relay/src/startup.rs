@@ -336,6 +336,8 @@ pub async fn shutdown_signal() {
 pub enum StartError {
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -354,6 +356,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: &Config) -> Result<Self, StartError> {
+        let config = &crate::secrets::resolve(config.clone()).await?;
         let store = open_store(config).await?;
         let app = build(config, store);
         let bind = |source| StartError::Bind {

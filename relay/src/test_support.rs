@@ -286,3 +286,16 @@ impl Drop for RelayProcess {
         let _ = self.child.wait();
     }
 }
+
+/// The local AWS-API server's endpoint (`AWS_ENDPOINT_URL`). Tests that need it fail, never skip, when
+/// it is not running.
+pub fn aws_endpoint() -> String {
+    match std::env::var("AWS_ENDPOINT_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => panic!(
+            "this test needs the local AWS-API server and AWS_ENDPOINT_URL: run it through \
+             ./scripts/test.sh, or start one with \
+             `./scripts/aws-local.sh install && eval \"$(./scripts/aws-local.sh start)\"`"
+        ),
+    }
+}

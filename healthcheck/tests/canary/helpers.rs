@@ -17,7 +17,8 @@ use tokio::net::TcpListener;
 
 /// A relay serving on loopback in this process: the relay's own test support.
 pub use relay::test_support::{
-    TestApp as TestRelay, spawn_app as spawn_relay, spawn_with as spawn_relay_with, temp_sqlite,
+    TestApp as TestRelay, aws_endpoint, spawn_app as spawn_relay, spawn_with as spawn_relay_with,
+    temp_sqlite,
 };
 
 /// Canary settings aimed at a test relay, every default kept.
@@ -202,14 +203,3 @@ pub fn slow(delay: Duration, content_type: &'static str, body: &'static str) -> 
 }
 
 // ---- the local AWS-API server --------------------------------------------------------------------
-
-/// The local AWS-API server's endpoint. Tests that need it fail (never skip) when it is not running.
-pub fn aws_endpoint() -> String {
-    std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| {
-        panic!(
-            "AWS_ENDPOINT_URL is unset: this test publishes to CloudWatch and needs the local AWS-API \
-             server. Run it through ./scripts/test.sh, or start one with \
-             `./scripts/aws-local.sh install && eval \"$(./scripts/aws-local.sh start)\"`"
-        )
-    })
-}

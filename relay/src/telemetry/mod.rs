@@ -175,8 +175,6 @@ pub fn install_emf(env: &str) -> Result<&'static metrics_cloudwatch_embedded::Co
     let collector = metrics_cloudwatch_embedded::Builder::new()
         .cloudwatch_namespace(NAMESPACE)
         .with_dimension("env", env.to_owned())
-        .with_lambda_request_id("RequestId")
-        .with_lambda_xray_trace_id("TraceId")
         .init()
         .map_err(|e| format!("cannot install the EMF recorder: {e}"))?;
     EXPORTER

@@ -25,13 +25,7 @@ use crate::helpers::{assert_problem, free_port, spawn_binary, spawn_with};
 
 /// The shared local server's endpoint; a clear failure when it is not running.
 fn local_endpoint() -> String {
-    match std::env::var("AWS_ENDPOINT_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ => panic!(
-            "the DynamoDB tests need a local DynamoDB-API server and AWS_ENDPOINT_URL; start it: \
-             ./scripts/aws-local.sh install && eval \"$(./scripts/aws-local.sh start)\""
-        ),
-    }
+    crate::helpers::aws_endpoint()
 }
 
 /// A table name no other test (or run) uses.

@@ -198,6 +198,26 @@ async fn api_gateway_events_are_served_with_emf_metrics_and_json_logs() {
             );
         }
     }
+    // Every EMF document names the invocation it was written after, so metrics and lines join.
+    let invocations: Vec<&str> = emf
+        .iter()
+        .map(|d| {
+            d["RequestId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no RequestId: {d}"))
+        })
+        .collect();
+    for id in ["inv-1", "inv-2", "inv-3"] {
+        assert!(
+            invocations.contains(&id),
+            "{id} has its EMF documents: {stdout}"
+        );
+    }
+    assert!(
+        emf.iter()
+            .all(|d| d["TraceId"] == "Root=1-67891233-abcdef012345678912345678;Sampled=1"),
+        "{stdout}"
+    );
     let request_counts: Vec<&&Value> = emf
         .iter()
         .filter(|d| {

@@ -194,3 +194,62 @@ async fn every_instance_shows_the_same_string() {
             .contains("<h1>The saved string is shared by all</h1>")
     );
 }
+
+/// In AWS the token lives in Secrets Manager: the relay reads it at start from the secret's ARN
+/// (`RELAY_ADMIN_TOKEN_SECRET`), here from the local AWS-API server's Secrets Manager.
+#[tokio::test]
+async fn the_admin_token_is_read_from_a_secrets_manager_secret_at_start() {
+    let endpoint = crate::helpers::aws_endpoint();
+    let shared = aws_config::from_env().endpoint_url(&endpoint).load().await;
+    let secrets = aws_sdk_secretsmanager::Client::new(&shared);
+    let name = format!("relay/test/admin-token-{}", uuid::Uuid::new_v4().simple());
+    let arn = secrets
+        .create_secret()
+        .name(&name)
+        .secret_string(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .arn
+        .unwrap();
+    let relay = crate::helpers::spawn_binary(&[
+        ("RELAY_STORE", "memory:"),
+        ("RELAY_ADMIN_TOKEN_SECRET", &arn),
+        ("RUST_LOG", "info"),
+    ])
+    .await;
+    let client = reqwest::Client::new();
+    let put = |token: &'static str| {
+        client
+            .put(format!("{}/saved", relay.base))
+            .bearer_auth(token)
+            .header("content-type", "text/plain")
+            .body("from the secret")
+            .send()
+    };
+    assert_eq!(put(TOKEN).await.unwrap().status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        put("wrong-token-0123456789").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let logs = relay.stop();
+    assert!(!logs.contains(TOKEN), "the token never reaches the logs");
+}
+
+#[test]
+fn a_secret_that_cannot_be_read_stops_the_start_with_its_name() {
+    let endpoint = crate::helpers::aws_endpoint();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_relay"))
+        .env("RELAY_STORE", "memory:")
+        .env("RELAY_LISTEN", "127.0.0.1:0")
+        .env("RELAY_ADMIN_TOKEN_SECRET", "relay/test/no-such-secret")
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("cannot read the admin token secret relay/test/no-such-secret"),
+        "{stdout}"
+    );
+}
