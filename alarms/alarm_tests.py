@@ -114,13 +114,14 @@ class Outcome:
     reached_alarm: bool = False
 
 
-def load_alarms(alarms_file: Path | None = None) -> tuple[dict[str, dict], str, str]:
+def load_alarms(alarms_file: Path | None = None, variables: dict | None = None) -> tuple[dict[str, dict], str, str]:
     """Every alarm's properties (variables substituted), by name, and the composite's name and rule."""
+    variables = variables or VARIABLES
     data = render.load_alarms(alarms_file) if alarms_file else render.load_alarms()
     props = {
-        entry["name"]: render.substitute(copy.deepcopy(entry["properties"]), VARIABLES) for entry in data["alarms"]
+        entry["name"]: render.substitute(copy.deepcopy(entry["properties"]), variables) for entry in data["alarms"]
     }
-    rule = render.substitute(render.composite_rule(data["alarms"]), VARIABLES)
+    rule = render.substitute(render.composite_rule(data["alarms"]), variables)
     return props, data["composite"]["name"], rule
 
 

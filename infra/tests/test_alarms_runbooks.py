@@ -144,3 +144,16 @@ def test_alarm_periods_fit_the_canary_schedule(alarms_doc, environments):
             period = query.get("Period") or query.get("MetricStat", {}).get("Period")
             if period is not None:
                 assert period % 60 == 0, entry["name"]
+
+
+def test_every_alarm_runbook_promises_when_it_fires(alarms_doc):
+    """`**Fires:** within N minutes of ...`: what the drills hold each alarm to, and what on-call reads
+    to judge how old an incident is. The promise cannot be shorter than the alarm needs: its
+    DatapointsToAlarm periods."""
+    import drills
+
+    for alarm in alarms_doc["alarms"]:
+        props = alarm["properties"]
+        minutes = drills.promised_minutes(alarm["name"])
+        period = drills.cloudwatch.alarm_period(props)
+        assert minutes * 60 >= props["DatapointsToAlarm"] * period, alarm["name"]
