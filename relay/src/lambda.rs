@@ -39,15 +39,76 @@ pub async fn run(config: Config) -> Result<(), lambda_http::Error> {
         })
         .map_future(move |invocation| async move {
             let result = invocation.await;
-            let mut documents = Vec::new();
             // Nowhere to report a failed metrics write; the invocation's answer goes out regardless.
-            if collector.flush(&mut documents).is_ok() {
-                let _ = std::io::stdout().lock().write_all(&documents);
-            }
+            let _ = write_at_once(&mut std::io::stdout().lock(), |buffer| {
+                collector.flush(buffer)
+            });
             result
         });
     lambda_runtime::Runtime::new(lambda_http::Adapter::from(app.router))
         .layer(emf)
         .run()
         .await
+}
+
+/// Render into a buffer, then hand the whole buffer to `out` in one `write_all`: the collector writes
+/// each EMF document in many small pieces, and a line another task logs must not land between them.
+/// Nothing is written when rendering fails.
+fn write_at_once(
+    out: &mut impl Write,
+    render: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut buffer = Vec::new();
+    render(&mut buffer)?;
+    out.write_all(&buffer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records every `write` call it receives.
+    #[derive(Default)]
+    struct Calls(Vec<Vec<u8>>);
+
+    impl Write for Calls {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.push(bytes.to_vec());
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn documents_written_in_pieces_reach_the_output_in_one_write() -> std::io::Result<()> {
+        let mut out = Calls::default();
+        write_at_once(&mut out, |buffer| {
+            for piece in [
+                r#"{"_aws":"#,
+                r#"{"Timestamp":1}"#,
+                "}\n",
+                r#"{"_aws":{}}"#,
+                "\n",
+            ] {
+                buffer.write_all(piece.as_bytes())?;
+            }
+            Ok(())
+        })?;
+        assert_eq!(out.0.len(), 1, "one write for all the documents");
+        assert_eq!(out.0[0], b"{\"_aws\":{\"Timestamp\":1}}\n{\"_aws\":{}}\n");
+        Ok(())
+    }
+
+    #[test]
+    fn a_failed_render_writes_nothing() {
+        let mut out = Calls::default();
+        let result = write_at_once(&mut out, |buffer| {
+            buffer.write_all(b"{\"_aws\":")?;
+            Err(std::io::Error::other("no more"))
+        });
+        assert!(result.is_err());
+        assert!(out.0.is_empty(), "half a document is never written");
+    }
 }
