@@ -15,6 +15,7 @@ be at given times:
         series:
           - metric: AWS/Lambda Errors FunctionName=relay-${Env}
             values: "0x4 2 0 2 0 2 0x5"   # promtool: a+bxn, axn, _ (missing), _xn; quoted
+            count: 1                      # each sample stands for this many equal values (default 1)
         expect:
           - {at: 10m, state: OK}           # after the evaluation at 10 minutes
           - {at: 11m, state: ALARM}
@@ -54,6 +55,9 @@ import cloudwatch  # noqa: E402
 import render  # noqa: E402
 
 VARIABLES = {"Env": "test", "ApiId": "testapi", "AWS::Region": "us-east-1"}
+# The alarms these files test; the SLO alarms have their own tests (slos/tests/, scripts/slo-tests.sh),
+# but every case here runs them too, so a case can say what they do.
+HAND_WRITTEN = {entry["name"] for entry in render.load_alarms()["alarms"]}
 
 
 # ---- promtool's series notation ------------------------------------------------------------------------
@@ -114,15 +118,53 @@ class Outcome:
     reached_alarm: bool = False
 
 
-def load_alarms(alarms_file: Path | None = None, variables: dict | None = None) -> tuple[dict[str, dict], str, str]:
-    """Every alarm's properties (variables substituted), by name, and the composite's name and rule."""
+@dataclass
+class AlarmSet:
+    """Every alarm of the stack as CloudWatch runs them: the metric alarms (alarms.yaml's and the SLO
+    window alarms) by name, and the composites in the order they must be evaluated (the SLO tiers, then
+    the paging composite, which names them)."""
+
+    props: dict[str, dict]
+    composites: list[tuple[str, str]]
+    env: str
+
+    @property
+    def paging(self) -> str:
+        return self.composites[-1][0]
+
+    def names(self) -> list[str]:
+        return [*self.props, *(name for name, _ in self.composites)]
+
+    def replacing(self, name: str, props: dict) -> "AlarmSet":
+        return AlarmSet({**self.props, name: props}, self.composites, self.env)
+
+    def history(self, store: cloudwatch.MetricStore, times) -> dict[str, list[tuple[int, str]]]:
+        """Each alarm's state after each evaluation at `times` (seconds), by alarm name."""
+        running = {name: cloudwatch.Alarm(name, props) for name, props in self.props.items()}
+        out: dict[str, list[tuple[int, str]]] = {name: [] for name in self.names()}
+        for now in times:
+            states = {}
+            for name, alarm in running.items():
+                states[render.alarm_name(name, self.env)] = alarm.evaluate(store, now)
+                out[name].append((now, alarm.state))
+            for name, rule in self.composites:
+                state = cloudwatch.composite_state(rule, states)
+                states[render.alarm_name(name, self.env)] = state
+                out[name].append((now, state))
+        return out
+
+
+def load_alarms(alarms_file: Path | None = None, variables: dict | None = None) -> AlarmSet:
+    """Every alarm of the stack, variables substituted."""
     variables = variables or VARIABLES
     data = render.load_alarms(alarms_file) if alarms_file else render.load_alarms()
     props = {
-        entry["name"]: render.substitute(copy.deepcopy(entry["properties"]), variables) for entry in data["alarms"]
+        entry["name"]: render.substitute(copy.deepcopy(entry["properties"]), variables)
+        for entry in [*data["alarms"], *data["slo_alarms"]]
     }
-    rule = render.substitute(render.composite_rule(data["alarms"]), variables)
-    return props, data["composite"]["name"], rule
+    composites = [(c["name"], render.substitute(c["rule"], variables)) for c in data["slo_composites"]]
+    composites.append((data["composite"]["name"], render.substitute(render.composite_rule(data), variables)))
+    return AlarmSet(props, composites, variables["Env"])
 
 
 def store_for(case: dict) -> cloudwatch.MetricStore:
@@ -133,28 +175,21 @@ def store_for(case: dict) -> cloudwatch.MetricStore:
     store = cloudwatch.MetricStore()
     for series in case["series"]:
         metric = metric_of(series["metric"])
+        count = int(series.get("count", 1))
         for index, value in enumerate(expand_series(series["values"])):
             if value is not None:
                 # Mid-interval, so a sample always falls in the period its index names.
-                store.put(metric, start + index * interval + interval / 2, value)
+                store.put(metric, start + index * interval + interval / 2, value, count)
     return store
 
 
-def run_case(case: dict, alarms: dict[str, dict], composite: tuple[str, str], under_test: str) -> Outcome:
+def run_case(case: dict, alarms: AlarmSet, under_test: str) -> Outcome:
     store = store_for(case)
-    composite_name, rule = composite
-    running = {name: cloudwatch.Alarm(name, props) for name, props in alarms.items()}
     expectations = case["expect"]
     end = max(
         duration(e["at"]) if "at" in e else duration(e["during"][1]) for e in expectations
     )
-    history: dict[str, list[tuple[int, str]]] = {name: [] for name in [*running, composite_name]}
-    for now in range(0, end + 1, cloudwatch.EVALUATION_STEP):
-        states = {}
-        for name, alarm in running.items():
-            states[render.alarm_name(name, VARIABLES["Env"])] = alarm.evaluate(store, now)
-            history[name].append((now, alarm.state))
-        history[composite_name].append((now, cloudwatch.composite_state(rule, states)))
+    history = alarms.history(store, range(0, end + 1, cloudwatch.EVALUATION_STEP))
     outcome = Outcome(reached_alarm=any(s == cloudwatch.ALARM for _, s in history[under_test]))
     for expectation in expectations:
         name = expectation.get("alarm", under_test)
@@ -244,38 +279,40 @@ def check_notation() -> list[str]:
 
 def main(argv: list[str]) -> int:
     files = [Path(a) for a in argv] or sorted((HERE / "tests").glob("*.yaml"))
-    alarms, composite_name, rule = load_alarms()
+    alarms = load_alarms()
+    composite_name = alarms.paging
+    tested = [name for name in alarms.props if name in HAND_WRITTEN] + [composite_name]
     failures = check_aws_tables() + check_notation()
     covered: dict[str, list[tuple[str, Outcome, list[dict]]]] = {}
     exempt: dict[str, dict[str, str]] = {}
     for path in files:
         spec = yaml.safe_load(path.read_text(encoding="utf-8"))
         name = spec["alarm"]
-        if name not in alarms and name != composite_name:
+        if name not in tested:
             failures.append(f"{path.name}: {name} is not an alarm of alarms/alarms.yaml")
             continue
         exempt.setdefault(name, {}).update(spec.get("equivalent_mutations") or {})
         for case in spec["cases"]:
             if case.get("background", True) and spec.get("background"):
                 case = {**case, "series": [*spec["background"], *case["series"]]}
-            outcome = run_case(case, alarms, (composite_name, rule), name)
+            outcome = run_case(case, alarms, name)
             covered.setdefault(name, []).append((case["name"], outcome, case))
             failures += [f"{path.name}: {f}" for f in outcome.failures]
     rows = []
-    for name in [*alarms, composite_name]:
+    for name in tested:
         cases = covered.get(name, [])
         firing = sum(o.reached_alarm for _, o, _ in cases)
         quiet = len(cases) - firing
         if not firing or not quiet:
             failures.append(f"{name}: needs a firing case and a quiet case (has {firing} and {quiet})")
         killed, total = 0, 0
-        if name in alarms:
-            for label, mutated in mutations(alarms[name]):
+        if name in alarms.props:
+            for label, mutated in mutations(alarms.props[name]):
                 if label in exempt.get(name, {}):
                     continue
                 total += 1
-                variant = {**alarms, name: mutated}
-                if any(run_case(c, variant, (composite_name, rule), name).failures for _, _, c in cases):
+                variant = alarms.replacing(name, mutated)
+                if any(run_case(c, variant, name).failures for _, _, c in cases):
                     killed += 1
                 else:
                     failures.append(f"{name}: no case notices its {label}")
@@ -288,12 +325,17 @@ def main(argv: list[str]) -> int:
     for name, count, firing, quiet, killed, result in rows:
         print(f"{name:<{width}}  {count:>5}  {firing:>6}  {quiet:>5}  {killed:<22}  {result}")
     print(f"AWS missing-data tables: {len(AWS_TABLES)} rows x 4 modes x 2 starting states checked")
+    return finish(failures, "all alarm tests passed")
+
+
+def finish(failures: list[str], passed: str) -> int:
+    """Print the failures (exit status 1) or `passed` (0)."""
     if failures:
         print("\nFAILED:")
         for failure in failures:
             print(f"  {failure}")
         return 1
-    print("all alarm tests passed")
+    print(passed)
     return 0
 
 

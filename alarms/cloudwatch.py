@@ -4,11 +4,13 @@ drills run the relay's alarms through.
 What it implements, as AWS documents it ("Using Amazon CloudWatch alarms", "Metric math syntax",
 "Metrics Insights query components"), for what alarms/alarms.yaml and the SLO alarms use:
 
-- metric data: samples (time, value) of series named by namespace, metric name and dimensions; a period's
-  datapoint is a statistic of the samples in it (Sum, Average, Minimum, Maximum, SampleCount, pNN);
+- metric data: samples (time, value, count) of series named by namespace, metric name and dimensions; a
+  period's datapoint is a statistic of the samples in it (Sum, Average, Minimum, Maximum, SampleCount, pNN,
+  and the percentile rank PR(low:high), the percent of values v with low < v <= high);
 - a metric alarm: Period, EvaluationPeriods (N), DatapointsToAlarm (M), the four comparison operators
-  and the four TreatMissingData modes, evaluated over an evaluation range of N + 2 periods with AWS's rules
-  for missing data (`alarm_state`; every row of AWS's two example tables is a test in alarm_tests.py);
+  and the four TreatMissingData modes, evaluated over an evaluation range of N + 2 periods that slides
+  (it ends at the last whole minute however long the period is: CloudWatch's default SlidingWindow), with
+  AWS's rules for missing data (`alarm_state`; every row of AWS's two example tables is a test in alarm_tests.py);
   alarms on AWS/DynamoDB metrics always ignore missing data, as AWS says they do;
 - metric math (`Metrics` with `Expression`): numbers, ids, + - * /, comparisons, AND/OR/NOT, IF, FILL,
   and SUM/AVG/MIN/MAX over arrays of series; a missing operand makes the result missing, except in FILL;
@@ -17,7 +19,7 @@ What it implements, as AWS documents it ("Using Amazon CloudWatch alarms", "Metr
 - composite alarm rules: ALARM(name), OK(name), INSUFFICIENT_DATA(name), TRUE, FALSE, AND, OR, NOT and
   parentheses.
 
-Alarms are evaluated once a minute, as CloudWatch does, and only on complete periods.
+Alarms are evaluated once a minute, as CloudWatch does, and only on complete minutes.
 It must never guess: anything outside this subset raises ValueError naming what is not supported.
 """
 
@@ -50,46 +52,129 @@ class MetricId:
 
 @dataclass
 class MetricStore:
-    """Every sample of every series: {MetricId: [(time in seconds, value), ...]}, kept in time order."""
+    """Every sample of every series: {MetricId: [(time in seconds, value, count), ...]}. A sample with a
+    count above 1 stands for that many equal values (a statistic set, as PutMetricData's Values/Counts
+    send them), so a day of a busy API is a few thousand samples, not millions."""
 
-    series: dict[MetricId, list[tuple[float, float]]] = field(default_factory=dict)
-    _times: dict[MetricId, list[float]] = field(default_factory=dict)
+    series: dict[MetricId, list[tuple[float, float, int]]] = field(default_factory=dict)
+    _index: dict[MetricId, "_Index"] = field(default_factory=dict)
 
-    def put(self, metric: MetricId, time: float, value: float) -> None:
-        self.series.setdefault(metric, []).append((time, value))
-        self._times.pop(metric, None)
+    def put(self, metric: MetricId, time: float, value: float, count: int = 1) -> None:
+        if count < 1:
+            raise ValueError(f"a sample stands for at least one value, not {count}")
+        self.series.setdefault(metric, []).append((time, value, count))
+        self._index.pop(metric, None)
 
-    def samples(self, metric: MetricId, start: float, end: float) -> list[float]:
+    def _indexed(self, metric: MetricId) -> "_Index | None":
         samples = self.series.get(metric)
         if not samples:
-            return []
-        times = self._times.get(metric)
-        if times is None:
+            return None
+        index = self._index.get(metric)
+        if index is None:
             samples.sort(key=lambda sample: sample[0])
-            times = self._times[metric] = [t for t, _ in samples]
-        return [v for _, v in samples[bisect.bisect_left(times, start) : bisect.bisect_left(times, end)]]
+            index = self._index[metric] = _Index(samples)
+        return index
+
+    def samples(self, metric: MetricId, start: float, end: float) -> list[tuple[float, int]]:
+        """(value, count) of every sample with start <= time < end."""
+        index = self._indexed(metric)
+        if index is None:
+            return []
+        lo, hi = index.span(start, end)
+        return [(v, c) for _, v, c in index.samples[lo:hi]]
+
+    def statistic(self, metric: MetricId, start: float, end: float, stat: str) -> float | None:
+        """One period's datapoint: Sum, SampleCount, Average and PR from running totals (a day-long period
+        evaluated every minute stays cheap), the others from the samples."""
+        index = self._indexed(metric)
+        if index is None:
+            return None
+        lo, hi = index.span(start, end)
+        if lo == hi:
+            return None
+        count = index.counts[hi] - index.counts[lo]
+        total = index.sums[hi] - index.sums[lo]
+        if stat == "Sum":
+            return total
+        if stat == "SampleCount":
+            return float(count)
+        if stat == "Average":
+            return total / count
+        rank = _percentile_rank(stat)
+        if rank is not None:
+            within = index.within(*rank)
+            return 100.0 * (within[hi] - within[lo]) / count
+        return statistic([(v, c) for _, v, c in index.samples[lo:hi]], stat)
 
 
-def statistic(values: list[float], stat: str) -> float | None:
-    """One period's datapoint from its samples; None when there are none."""
-    if not values:
+class _Index:
+    """Sample times and running totals of one series (kept in time order)."""
+
+    def __init__(self, samples: list[tuple[float, float, int]]):
+        self.samples = samples
+        self.times = [t for t, _, _ in samples]
+        self.counts = [0]
+        self.sums = [0.0]
+        for _, value, count in samples:
+            self.counts.append(self.counts[-1] + count)
+            self.sums.append(self.sums[-1] + value * count)
+        self._within: dict[tuple[float, float], list[int]] = {}
+
+    def span(self, start: float, end: float) -> tuple[int, int]:
+        return bisect.bisect_left(self.times, start), bisect.bisect_left(self.times, end)
+
+    def within(self, low: float, high: float) -> list[int]:
+        """Running count of the values v with low < v <= high."""
+        key = (low, high)
+        if key not in self._within:
+            running = [0]
+            for _, value, count in self.samples:
+                running.append(running[-1] + (count if low < value <= high else 0))
+            self._within[key] = running
+        return self._within[key]
+
+
+_PERCENTILE_RANK = re.compile(r"PR\((?P<low>-?\d+(?:\.\d+)?)?:(?P<high>-?\d+(?:\.\d+)?)?\)")
+
+
+def _percentile_rank(stat: str) -> tuple[float, float] | None:
+    """`PR(:300)` -> (-inf, 300): the share, in percent, of values v with low < v <= high."""
+    match = _PERCENTILE_RANK.fullmatch(stat)
+    if not match:
         return None
+    low, high = match.group("low"), match.group("high")
+    if low is None and high is None:
+        raise ValueError(f"{stat}: a percentile rank needs a bound")
+    return (float(low) if low else -math.inf, float(high) if high else math.inf)
+
+
+def statistic(samples: list[tuple[float, int]], stat: str) -> float | None:
+    """One period's datapoint from its (value, count) samples; None when there are none."""
+    if not samples:
+        return None
+    count = sum(c for _, c in samples)
     if stat == "Sum":
-        return math.fsum(values)
+        return math.fsum(v * c for v, c in samples)
     if stat == "Average":
-        return math.fsum(values) / len(values)
+        return math.fsum(v * c for v, c in samples) / count
     if stat == "Minimum":
-        return min(values)
+        return min(v for v, _ in samples)
     if stat == "Maximum":
-        return max(values)
+        return max(v for v, _ in samples)
     if stat == "SampleCount":
-        return float(len(values))
+        return float(count)
+    rank = _percentile_rank(stat)
+    if rank is not None:
+        return 100.0 * sum(c for v, c in samples if rank[0] < v <= rank[1]) / count
     match = re.fullmatch(r"p(\d+(?:\.\d+)?)", stat)
     if match:
         # Nearest rank, as CloudWatch computes percentiles from raw samples.
-        ordered = sorted(values)
-        rank = max(1, math.ceil(float(match.group(1)) / 100 * len(ordered)))
-        return ordered[rank - 1]
+        wanted = max(1, math.ceil(float(match.group(1)) / 100 * count))
+        seen = 0
+        for value, c in sorted(samples):
+            seen += c
+            if seen >= wanted:
+                return value
     raise ValueError(f"statistic {stat!r} is not supported")
 
 
@@ -347,8 +432,7 @@ def insights_query(store: MetricStore, query: str, period: int, starts: list[flo
         if not per_series:
             out.append(None)
         elif fn == "AVG":
-            every = [v for s in per_series for v in s]
-            out.append(math.fsum(every) / len(every))
+            out.append(statistic([sample for s in per_series for sample in s], "Average"))
         else:
             values = [statistic(s, _NATURAL_STAT[fn]) for s in per_series]
             combine = {"SUM": math.fsum, "COUNT": math.fsum, "MIN": min, "MAX": max}[fn]
@@ -436,24 +520,28 @@ def alarm_period(props: dict) -> int:
 
 
 def evaluation_range(store: MetricStore, props: dict, now: float) -> Series:
-    """The alarm's datapoints for the N + 2 complete periods before `now`, oldest first."""
+    """The alarm's datapoints for the N + 2 periods before `now`, oldest first. CloudWatch's default
+    (and only here) evaluation window slides: the periods end at the last whole minute, whatever their
+    length, so an hour-long period evaluated every minute is the last 60 minutes each time."""
+    if "WallClockWindow" in (props.get("EvaluationWindow") or {}):
+        raise ValueError("EvaluationWindow WallClockWindow is not supported here")
     period = alarm_period(props)
     n = int(props["EvaluationPeriods"])
-    last_end = math.floor(now / period) * period
+    last_end = math.floor(now / EVALUATION_STEP) * EVALUATION_STEP
     starts = [last_end - period * (k + 1) for k in reversed(range(n + 2))]
     if "Metrics" not in props:
         stat = props.get("ExtendedStatistic") or props["Statistic"]
         metric = MetricId.of(
             props["Namespace"], props["MetricName"], {d["Name"]: d["Value"] for d in props.get("Dimensions", [])}
         )
-        return [statistic(store.samples(metric, s, s + period), stat) for s in starts]
+        return [store.statistic(metric, s, s + period, stat) for s in starts]
     values: dict[str, Series] = {}
     returned = []
     for entry in props["Metrics"]:
         if "MetricStat" in entry:
             stat = entry["MetricStat"]
             metric = _metric_id(stat)
-            values[entry["Id"]] = [statistic(store.samples(metric, s, s + period), stat["Stat"]) for s in starts]
+            values[entry["Id"]] = [store.statistic(metric, s, s + period, stat["Stat"]) for s in starts]
         elif _INSIGHTS.fullmatch(entry["Expression"]):
             values[entry["Id"]] = insights_query(store, entry["Expression"], period, starts)
         else:

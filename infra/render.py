@@ -5,8 +5,10 @@
     python3 infra/render.py --gate-seconds      how long a deploy gate must watch the paging alarms
 
 Reads infra/observability.yaml (topics, parameters), every dashboards/cloudwatch-*.json (one
-AWS::CloudWatch::Dashboard each, named `<stem>-<env>`) and alarms/alarms.yaml (one AWS::CloudWatch::Alarm
-per entry, plus the paging AWS::CloudWatch::CompositeAlarm), and writes the full template. Strings with
+AWS::CloudWatch::Dashboard each, named `<stem>-<env>`), alarms/alarms.yaml (one AWS::CloudWatch::Alarm
+per entry) and slos/relay.yaml through slos/slo.py (a burn-rate alarm per SLO, tier and window, and an
+AWS::CloudWatch::CompositeAlarm per SLO and tier), adds the paging composite over every page alarm and
+page tier, and writes the full template. Strings with
 `${...}` become Fn::Sub, so the sources stay readable and the stack fills in the environment.
 
 The ops tests import this module, so what they check is exactly what scripts/deploy.sh deploys. It must
@@ -26,6 +28,9 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "slos"))
+
+import slo  # noqa: E402
 BASE_TEMPLATE = ROOT / "infra" / "observability.yaml"
 ALARMS_FILE = ROOT / "alarms" / "alarms.yaml"
 DASHBOARDS_DIR = ROOT / "dashboards"
@@ -44,9 +49,13 @@ def load_yaml(path: Path) -> dict:
         return yaml.safe_load(handle)
 
 
-def load_alarms(path: Path = ALARMS_FILE) -> dict:
-    """alarms/alarms.yaml as data: {"alarms": [...], "composite": {...}}."""
-    return load_yaml(path)
+def load_alarms(path: Path = ALARMS_FILE, slo_spec: Path = slo.SPEC_FILE) -> dict:
+    """alarms/alarms.yaml as data, {"alarms": [...], "composite": {...}}, with the SLO alarms compiled
+    from slos/relay.yaml: "slo_alarms" (one per SLO, tier and window; they notify nobody themselves) and
+    "slo_composites" (one per SLO and tier, fastest first, each with its `rule` and `suppressor`)."""
+    doc = load_yaml(path)
+    doc["slo_alarms"], doc["slo_composites"] = slo.cloudwatch_alarms(slo.load(slo_spec))
+    return doc
 
 
 def dashboard_files(directory: Path = DASHBOARDS_DIR) -> list[Path]:
@@ -70,6 +79,16 @@ def alarm_name(name: str, env: str = "${Env}") -> str:
 
 def runbook_path(name: str) -> str:
     return f"runbooks/{name}.md"
+
+
+def all_alarm_names(doc: dict) -> list[str]:
+    """Every alarm the stack holds: metric alarms, SLO window alarms, SLO composites, the paging one."""
+    return (
+        [a["name"] for a in doc["alarms"]]
+        + [a["name"] for a in doc["slo_alarms"]]
+        + [c["name"] for c in doc["slo_composites"]]
+        + [doc["composite"]["name"]]
+    )
 
 
 def with_sub(value):
@@ -101,11 +120,16 @@ def substitute(value, variables: dict[str, str]):
     return value
 
 
+def runbook_name(entry: dict) -> str:
+    """An alarm's runbook is runbooks/<name>.md, or the SLO's (slo-<slo>.md) for every SLO alarm."""
+    return entry.get("runbook", entry["name"])
+
+
 def description(entry: dict) -> str:
     """`[page] Summary Runbook: URL Dashboard: URL`: what a notification shows first."""
     return (
         f"[{entry['severity']}] {entry['summary']} "
-        f"Runbook: ${{RunbookBaseUrl}}/{entry['name']}.md Dashboard: {DASHBOARD_URL}"
+        f"Runbook: ${{RunbookBaseUrl}}/{runbook_name(entry)}.md Dashboard: {DASHBOARD_URL}"
     )
 
 
@@ -131,9 +155,38 @@ def alarm_properties(entry: dict, topic_ref: dict) -> dict:
     return props
 
 
-def composite_rule(alarms: list[dict]) -> str:
-    pages = [a["name"] for a in alarms if a["severity"] == "page"]
-    return " OR ".join(f'ALARM("{alarm_name(name)}")' for name in pages)
+def paging_children(doc: dict) -> list[str]:
+    """What the paging composite ORs: every page alarm and every page tier of an SLO."""
+    return [a["name"] for a in doc["alarms"] if a["severity"] == "page"] + [
+        c["name"] for c in doc["slo_composites"] if c["severity"] == "page"
+    ]
+
+
+def composite_rule(doc: dict) -> str:
+    return " OR ".join(f'ALARM("{alarm_name(name)}")' for name in paging_children(doc))
+
+
+# A slower SLO tier waits this long for the faster one to go into ALARM before it notifies, and stays
+# silent this long after the faster one leaves ALARM.
+SUPPRESSOR_WAIT_SECONDS = 120
+SUPPRESSOR_EXTENSION_SECONDS = 600
+
+
+def slo_window_alarm(entry: dict, severity: str) -> dict:
+    """An SLO window alarm: no actions (its tier's composite notifies), its SLO's runbook."""
+    props = {
+        "AlarmName": alarm_name(entry["name"]),
+        "AlarmDescription": description({**entry, "severity": severity}),
+        "ActionsEnabled": True,
+    }
+    props.update(copy.deepcopy(entry["properties"]))
+    props["Tags"] = [
+        {"Key": "severity", "Value": severity},
+        {"Key": "runbook", "Value": runbook_path(runbook_name(entry))},
+        {"Key": "service", "Value": "relay"},
+        {"Key": "role", "Value": "slo-window"},
+    ]
+    return props
 
 
 def render(
@@ -171,6 +224,36 @@ def render(
         if entry["severity"] == "page":
             page_ids.append(resource_id)
 
+    severities = {c["tier"]: c["severity"] for c in alarms["slo_composites"]}
+    for entry in alarms["slo_alarms"]:
+        resources[logical_id("Alarm", entry["name"])] = {
+            "Type": "AWS::CloudWatch::Alarm",
+            "Properties": with_sub(slo_window_alarm(entry, severities[entry["tier"]])),
+        }
+    for entry in alarms["slo_composites"]:
+        resource_id = logical_id("Alarm", entry["name"])
+        props = {
+            "AlarmName": alarm_name(entry["name"]),
+            "AlarmDescription": description(entry),
+            "AlarmRule": entry["rule"],
+            "ActionsEnabled": True,
+            "AlarmActions": [topic],
+            "OKActions": [topic],
+        }
+        depends = [logical_id("Alarm", child) for child in entry["children"]]
+        if "suppressor" in entry:
+            props["ActionsSuppressor"] = alarm_name(entry["suppressor"])
+            props["ActionsSuppressorWaitPeriod"] = SUPPRESSOR_WAIT_SECONDS
+            props["ActionsSuppressorExtensionPeriod"] = SUPPRESSOR_EXTENSION_SECONDS
+            depends.append(logical_id("Alarm", entry["suppressor"]))
+        resources[resource_id] = {
+            "Type": "AWS::CloudWatch::CompositeAlarm",
+            "DependsOn": depends,
+            "Properties": with_sub(props),
+        }
+        if entry["severity"] == "page":
+            page_ids.append(resource_id)
+
     composite = alarms["composite"]
     both_topics = [{"Ref": "PageTopic"}, topic]
     actions = {"Fn::If": ["Paging", both_topics, [topic]]}
@@ -182,7 +265,7 @@ def render(
             {
                 "AlarmName": alarm_name(composite["name"]),
                 "AlarmDescription": description(composite),
-                "AlarmRule": composite_rule(alarms["alarms"]),
+                "AlarmRule": composite_rule(alarms),
                 "ActionsEnabled": True,
                 "AlarmActions": actions,
                 "OKActions": actions,
@@ -226,8 +309,8 @@ def main(argv: list[str]) -> int:
     template = render()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     header = (
-        "# GENERATED by infra/render.py from infra/observability.yaml, dashboards/cloudwatch-*.json and\n"
-        "# alarms/alarms.yaml. Do not edit: change those files and render again.\n"
+        "# GENERATED by infra/render.py from infra/observability.yaml, dashboards/cloudwatch-*.json,\n"
+        "# alarms/alarms.yaml and slos/relay.yaml. Do not edit: change those files and render again.\n"
     )
     text = yaml.safe_dump(template, sort_keys=False, width=120, allow_unicode=True)
     args.out.write_text(header + text, encoding="utf-8")

@@ -4,7 +4,7 @@
 # stacks in that order, wiring each stack's outputs into the next. Every packaged template is also kept
 # in the artifact bucket under releases/<env>/<release>/, so a rollback redeploys them without building.
 #
-#   scripts/deploy.sh ENV [--bootstrap] [--skip-build | --zips DIR] [--release NAME]
+#   scripts/deploy.sh ENV [--bootstrap] [--skip-build | --zips DIR] [--release NAME] [--bake SECONDS]
 #   scripts/deploy.sh ENV --rollback RELEASE
 #
 #   ENV            dev (us-west-2) or prod (us-east-1); parameters come from infra/environments/ENV.json
@@ -13,7 +13,14 @@
 #   --skip-build   use the zips already in target/lambda/ (from an earlier build)
 #   --zips DIR     use DIR/relay.zip and DIR/healthcheck-lambda.zip instead of building
 #   --release NAME name this release (default: the git commit, with -dirty for uncommitted changes)
-#   --rollback REL redeploy the packaged templates of an earlier release REL (no build, no package)
+#   --rollback REL redeploy the packaged templates of an earlier release REL (no build, no package): the
+#                  app, canary and observability stacks, parameters unchanged (infra/release.py rollback);
+#                  the data stack is state and is never rolled back
+#   --bake SECONDS after deploying, watch the paging alarms, the SLO page tiers and the canary this long
+#                  (default: 600 in prod, 0 in dev, whose deploy workflow gates on its canary instead).
+#                  A page during the bake, or two failed canary runs, redeploy the last release that
+#                  baked clean and exit 4 ("rolled back to <release>"); 3 when there is none to go back
+#                  to. A clean bake records this release as the last good one (infra/release.py bake).
 #
 # Alarm and page subscribers: RELAY_ALARM_EMAIL and RELAY_PAGE_EMAIL (the observability stack's AlarmEmail
 # and PageEmail). An environment that pages (PagingEnabled true, prod) refuses to deploy without a page
@@ -46,6 +53,7 @@ build=true
 zips_dir=""
 release=""
 rollback=""
+bake=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --bootstrap) bootstrap=true ;;
@@ -53,11 +61,17 @@ while [ $# -gt 0 ]; do
     --zips) [ $# -ge 2 ] || usage; zips_dir=$2; build=false; shift ;;
     --release) [ $# -ge 2 ] || usage; release=$2; shift ;;
     --rollback) [ $# -ge 2 ] || usage; rollback=$2; build=false; shift ;;
+    --bake) [ $# -ge 2 ] || usage; bake=$2; shift ;;
     -h | --help) usage ;;
     *) fail "unknown option '$1'" ;;
   esac
   shift
 done
+
+case "${bake:-default}" in
+  default) bake=$([ "$env_name" = prod ] && echo 600 || echo 0) ;;
+  *[!0-9]*) fail "--bake takes whole seconds, not '$bake'" ;;
+esac
 
 # ---- tools -------------------------------------------------------------------------------------------
 venv=${RELAY_DEPLOY_VENV:-$root/.venv-deploy}
@@ -146,15 +160,16 @@ stage=$root/target/infra/$env_name
 
 if [ -n "$rollback" ]; then
   # ---- rollback: the packaged templates of an earlier release ------------------------------------------
-  release=$rollback
-  step "Rolling $env_name back to release $release"
-  rm -rf "$stage/rollback" && mkdir -p "$stage/rollback"
-  aws s3 cp --only-show-errors --recursive "s3://$bucket/releases/$env_name/$release/" "$stage/rollback/" >&2 \
-    || fail "no release $release in s3://$bucket/releases/$env_name/"
-  for name in data relay canary observability; do
-    [ -f "$stage/rollback/$name.yaml" ] || fail "release $release lacks $name.yaml"
-  done
-  packaged=$stage/rollback
+  step "Rolling $env_name back to release $rollback"
+  "$py" infra/release.py rollback --env "$env_name" --bucket "$bucket" --release "$rollback" \
+    --role-arn "$exec_role" >&2 || fail "the rollback to $rollback did not complete (see above)"
+  step "Rolled $env_name back to release $rollback"
+  cat <<DONE
+environment: $env_name ($region)
+release:     $rollback
+api_url:     $(output "$app_stack" ApiUrl)
+DONE
+  exit 0
 else
   # ---- build -------------------------------------------------------------------------------------------
   if [ -z "$release" ]; then
@@ -217,6 +232,17 @@ deploy_stack "$obs_stack" "$packaged/observability.yaml" observability "ApiId=$a
   "AlarmEmail=${RELAY_ALARM_EMAIL:-}" "PageEmail=${RELAY_PAGE_EMAIL:-}"
 
 step "Deployed release $release to $env_name"
+if [ "$bake" -gt 0 ]; then
+  step "Baking release $release for $bake s"
+  status=0
+  "$py" infra/release.py bake --env "$env_name" --bucket "$bucket" --release "$release" \
+    --seconds "$bake" --role-arn "$exec_role" >&2 || status=$?
+  case $status in
+    0) ;;
+    4) echo "deploy: release $release failed its bake and was rolled back (see above)" >&2; exit 4 ;;
+    *) fail_status=$status; fail "release $release failed its bake (status $status, see above)" ;;
+  esac
+fi
 cat <<DONE
 environment: $env_name ($region)
 release:     $release

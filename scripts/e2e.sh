@@ -18,20 +18,6 @@ export RELAY_BIN="${RELAY_BIN:-target/debug/relay}"
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
-}
-
-apt_updated=0
-apt_install() {
-  export DEBIAN_FRONTEND=noninteractive
-  if [ "$apt_updated" -eq 0 ]; then
-    as_root apt-get update
-    apt_updated=1
-  fi
-  as_root apt-get install -y --no-install-recommends "$@"
-}
-
 # The relay first: there is no point installing a browser to test a binary that is not there.
 [ -x "$RELAY_BIN" ] || fail "no relay binary at $RELAY_BIN: build it with \`cargo build -p relay\` or set RELAY_BIN"
 

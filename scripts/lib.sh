@@ -11,6 +11,8 @@
 #   free_port                    a free TCP port on 127.0.0.1
 #   wait_http URL [SECONDS] [PID]  until URL answers 2xx; returns 1 (saying why) after SECONDS (default
 #                                20), or at once when process PID has exited: `wait_http ... || fail ...`
+#   apt_install PACKAGE...       Debian packages (apt-get update first, once per script; as root or with sudo)
+#   need_command CMD PACKAGE     apt_install PACKAGE unless CMD is on PATH, then fail if it still is not
 
 script_name=${script_name:-$(basename "$0" .sh)}
 fail_status=${fail_status:-1}
@@ -53,4 +55,26 @@ wait_http() {
     fi
     sleep 0.05
   done
+}
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_updated=0
+apt_install() {
+  export DEBIAN_FRONTEND=noninteractive
+  if [ "$apt_updated" -eq 0 ]; then
+    as_root apt-get update
+    apt_updated=1
+  fi
+  as_root apt-get install -y --no-install-recommends "$@"
+}
+
+need_command() {
+  local cmd=$1 package=$2
+  command -v "$cmd" >/dev/null && return 0
+  echo "$script_name: installing $package from Debian (for $cmd)" >&2
+  apt_install "$package" >&2 || true
+  command -v "$cmd" >/dev/null || fail "$cmd is missing after apt-get install $package"
 }

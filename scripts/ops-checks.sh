@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The ops checks: cfn-lint and checkov on every CloudFormation template, actionlint on the workflows and
 # ShellCheck on the deploy scripts, the dashboards/alarms/runbooks cross-checks against the relay's and
-# canary's metric catalogs and log fields, and every stack deployed into the local AWS-API server with
-# its resources checked through the service APIs (pytest suite in infra/tests/).
+# canary's metric catalogs and log fields, the alarm and SLO behaviour tests (CloudWatch semantics, and
+# promtool and a real Prometheus for the SLO rules), the incident drills, and every stack deployed into
+# the local AWS-API server with its resources checked through the service APIs (pytest suite in
+# infra/tests/).
 #
 #   bash scripts/ops-checks.sh [PYTEST ARGS...]
 #
@@ -40,6 +42,9 @@ python_venv "$venv" -r "$requirements" -r infra/requirements-deploy.txt
 for bin in cfn-lint checkov actionlint shellcheck aws pytest; do
   [ -x "$venv/bin/$bin" ] || fail "$bin is missing from $venv after installing $requirements"
 done
+# promtool and a real Prometheus server for the SLO rules (Debian's package: it starts no service here).
+need_command promtool prometheus
+need_command prometheus prometheus
 
 # ---- the binaries whose catalogs and log lines are checked ---------------------------------------------
 stale() {

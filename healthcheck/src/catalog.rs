@@ -33,6 +33,7 @@ impl Dimension {
 pub enum CanaryMetric {
     Success,
     Duration,
+    RunSuccess,
 }
 
 /// One catalog entry.
@@ -49,7 +50,16 @@ pub struct Spec {
 }
 
 impl CanaryMetric {
-    pub const ALL: [CanaryMetric; 2] = [CanaryMetric::Success, CanaryMetric::Duration];
+    pub const ALL: [CanaryMetric; 3] = [
+        CanaryMetric::Success,
+        CanaryMetric::Duration,
+        CanaryMetric::RunSuccess,
+    ];
+
+    /// Whether the metric is about one probe (one datum per probe per run) or the whole run (one datum).
+    pub const fn per_probe(self) -> bool {
+        !matches!(self, CanaryMetric::RunSuccess)
+    }
 
     pub const fn as_str(self) -> &'static str {
         self.spec().name
@@ -73,6 +83,15 @@ impl CanaryMetric {
                 statistic: "Maximum",
                 values: "wall time of the probe's last attempt in milliseconds, connection set-up included",
                 help: "One datum per probe per run, published for failures too (time until the failure).",
+            },
+            CanaryMetric::RunSuccess => Spec {
+                name: "RunSuccess",
+                unit: "Count",
+                dimensions: &[Dimension::Stage],
+                statistic: "Average",
+                values: "1 when every probe of the run passed, 0 when any failed",
+                help: "One datum per run. Average over a window is the canary-success SLI \
+                       (slos/relay.yaml); a plain metric, so alarms may look back a day.",
             },
         }
     }
@@ -113,8 +132,8 @@ pub fn catalog() -> Catalog {
             },
         ],
         publishing: "One PutMetricData call per run (with --cloudwatch, and always in the Lambda): \
-                     every metric for every probe that ran, timestamped at the run's start, \
-                     standard (60 s) resolution.",
+                     every per-probe metric for every probe that ran and RunSuccess once, \
+                     timestamped at the run's start, standard (60 s) resolution.",
     }
 }
 
@@ -175,7 +194,11 @@ mod tests {
             .iter()
             .map(|m| m["name"].as_str().unwrap())
             .collect();
-        assert_eq!(names, ["Success", "Duration"]);
+        assert_eq!(names, ["Success", "Duration", "RunSuccess"]);
+        assert_eq!(
+            json["metrics"][2]["dimensions"],
+            serde_json::json!(["Stage"])
+        );
         assert_eq!(json["metrics"][1]["unit"], "Milliseconds");
         assert_eq!(
             json["metrics"][0]["dimensions"],

@@ -1,6 +1,6 @@
 //! Publish a run to CloudWatch: `Success` (0/1) and `Duration` (ms) for every probe that ran, with the
-//! dimensions `Stage` and `Probe`, in one PutMetricData call. Every name, unit and dimension comes from
-//! `catalog.rs`.
+//! dimensions `Stage` and `Probe`, and `RunSuccess` (0/1, all probes passed) with `Stage` alone, in one
+//! PutMetricData call. Every name, unit and dimension comes from `catalog.rs`.
 //!
 //! It must never publish more than once per run (a retry of the whole call aside, which the SDK's own
 //! bounded retry policy does) and never invent a metric the catalog does not list.
@@ -10,6 +10,7 @@ use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension as CwDimension, MetricDatum, StandardUnit};
 
 use crate::catalog::{CanaryMetric, Dimension, NAMESPACE};
+use crate::outcome::ProbeResult;
 use crate::report::Report;
 
 /// Standard resolution: the canary runs once a minute, and high resolution costs more.
@@ -61,48 +62,56 @@ impl Publisher {
     }
 }
 
-/// The data points of a run: for each probe, one per catalog metric (well within PutMetricData's
-/// 1000-datum limit: 2 per probe).
+/// The data points of a run: for each probe, one per per-probe catalog metric, and one per run-level
+/// metric (well within PutMetricData's 1000-datum limit). A run without probes publishes nothing.
 pub fn metric_data(report: &Report) -> Vec<MetricDatum> {
-    let timestamp = DateTime::from_millis(report.started_at.timestamp_millis());
+    if report.probes.is_empty() {
+        return Vec::new();
+    }
     let mut data = Vec::with_capacity(report.probes.len() * CanaryMetric::ALL.len());
-    for probe in &report.probes {
-        for metric in CanaryMetric::ALL {
-            let spec = metric.spec();
-            let value = match metric {
-                CanaryMetric::Success => {
-                    if probe.ok {
-                        1.0
-                    } else {
-                        0.0
-                    }
-                }
-                CanaryMetric::Duration => probe.latency_ms,
-            };
-            let dimensions = spec
-                .dimensions
-                .iter()
-                .map(|d| {
-                    let value = match d {
-                        Dimension::Stage => report.stage.as_str(),
-                        Dimension::Probe => probe.probe.as_str(),
-                    };
-                    CwDimension::builder().name(d.as_str()).value(value).build()
-                })
-                .collect();
-            data.push(
-                MetricDatum::builder()
-                    .metric_name(spec.name)
-                    .set_dimensions(Some(dimensions))
-                    .value(value)
-                    .unit(StandardUnit::from(spec.unit))
-                    .timestamp(timestamp)
-                    .storage_resolution(STORAGE_RESOLUTION)
-                    .build(),
-            );
+    for metric in CanaryMetric::ALL {
+        if metric.per_probe() {
+            for probe in &report.probes {
+                let value = match metric {
+                    CanaryMetric::Duration => probe.latency_ms,
+                    _ => f64::from(u8::from(probe.ok)),
+                };
+                data.push(datum(metric, report, Some(probe), value));
+            }
+        } else {
+            let passed = report.probes.iter().all(|p| p.ok);
+            data.push(datum(metric, report, None, f64::from(u8::from(passed))));
         }
     }
     data
+}
+
+fn datum(
+    metric: CanaryMetric,
+    report: &Report,
+    probe: Option<&ProbeResult>,
+    value: f64,
+) -> MetricDatum {
+    let spec = metric.spec();
+    let dimensions = spec
+        .dimensions
+        .iter()
+        .filter_map(|d| {
+            let value = match d {
+                Dimension::Stage => Some(report.stage.as_str()),
+                Dimension::Probe => probe.map(|p| p.probe.as_str()),
+            }?;
+            Some(CwDimension::builder().name(d.as_str()).value(value).build())
+        })
+        .collect();
+    MetricDatum::builder()
+        .metric_name(spec.name)
+        .set_dimensions(Some(dimensions))
+        .value(value)
+        .unit(StandardUnit::from(spec.unit))
+        .timestamp(DateTime::from_millis(report.started_at.timestamp_millis()))
+        .storage_resolution(STORAGE_RESOLUTION)
+        .build()
 }
 
 #[cfg(test)]
@@ -150,7 +159,14 @@ mod tests {
             ],
         );
         let data = metric_data(&report);
-        assert_eq!(data.len(), 4);
+        assert_eq!(data.len(), 5);
+        let run = data
+            .iter()
+            .find(|d| d.metric_name() == Some("RunSuccess"))
+            .unwrap();
+        assert_eq!(run.value(), Some(0.0), "one probe failed, so the run did");
+        let run_dims: Vec<_> = run.dimensions().iter().map(|d| d.name().unwrap()).collect();
+        assert_eq!(run_dims, ["Stage"]);
         let find = |name: &str, probe: &str| {
             data.iter()
                 .find(|d| {
@@ -178,6 +194,43 @@ mod tests {
             duration.timestamp().map(|t| t.to_millis().unwrap()),
             Some(report.started_at.timestamp_millis())
         );
+    }
+
+    #[test]
+    fn a_run_whose_probes_all_passed_succeeds_and_every_datum_has_its_catalog_dimensions() {
+        let settings = Settings::new("http://127.0.0.1:1".parse().unwrap());
+        let report = Report::new(
+            &settings,
+            Utc::now(),
+            Duration::from_millis(5),
+            vec![
+                probe(ProbeName::Website, true, 1.0),
+                probe(ProbeName::Saved, true, 2.0),
+            ],
+        );
+        let data = metric_data(&report);
+        for d in &data {
+            let metric = CanaryMetric::ALL
+                .into_iter()
+                .find(|m| Some(m.as_str()) == d.metric_name())
+                .unwrap();
+            let names: Vec<_> = d.dimensions().iter().map(|x| x.name().unwrap()).collect();
+            let want: Vec<_> = metric
+                .spec()
+                .dimensions
+                .iter()
+                .map(|x| x.as_str())
+                .collect();
+            assert_eq!(names, want, "{:?}", d.metric_name());
+        }
+        let run: Vec<_> = data
+            .iter()
+            .filter(|d| d.metric_name() == Some("RunSuccess"))
+            .collect();
+        assert_eq!(run.len(), 1);
+        assert_eq!(run[0].value(), Some(1.0));
+        let empty = Report::new(&settings, Utc::now(), Duration::from_millis(1), vec![]);
+        assert!(metric_data(&empty).is_empty());
     }
 
     #[test]

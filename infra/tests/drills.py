@@ -84,7 +84,23 @@ def promised_minutes(alarm: str) -> int:
 
 
 def severities() -> dict[str, str]:
-    return {entry["name"]: entry["severity"] for entry in render.load_alarms()["alarms"]}
+    doc = render.load_alarms()
+    return {entry["name"]: entry["severity"] for entry in [*doc["alarms"], *doc["slo_composites"]]}
+
+
+def slo_tiers_of(tiers: list[str]) -> set[str]:
+    """Every tier of the SLOs these tiers belong to."""
+    composites = render.load_alarms()["slo_composites"]
+    unknown = set(tiers) - {c["name"] for c in composites}
+    if unknown:
+        raise ValueError(f"not SLO tiers: {sorted(unknown)}")
+    runbooks = {c["runbook"] for c in composites if c["name"] in tiers}
+    return {c["name"] for c in composites if c["runbook"] in runbooks}
+
+
+def slo_window_alarms() -> set[str]:
+    """The SLO alarms that are parts of a tier's composite (judged through it, never alone)."""
+    return {entry["name"] for entry in render.load_alarms()["slo_alarms"]}
 
 
 @dataclass
@@ -129,21 +145,13 @@ class Outcome:
 
 
 def evaluate(env: DrillEnv, samples: list[Sample], end: int) -> dict[str, list[tuple[int, str]]]:
-    """Every alarm (and the paging composite) of `env` evaluated once a minute from 0 to `end`."""
+    """Every alarm of `env` (the SLO alarms and the composites too) evaluated once a minute from 0 to `end`."""
     store = cloudwatch.MetricStore()
     for sample in samples:
         store.put(cloudwatch.MetricId.of(sample.namespace, sample.name, sample.dimensions), sample.time,
                   sample.value)
-    props, composite, rule = alarm_tests.load_alarms(variables=env.variables)
-    alarms = {name: cloudwatch.Alarm(name, p) for name, p in props.items()}
-    states: dict[str, list[tuple[int, str]]] = {name: [] for name in [*alarms, composite]}
-    for now in range(0, end + 1, cloudwatch.EVALUATION_STEP):
-        current = {}
-        for name, alarm in alarms.items():
-            current[render.alarm_name(name, env.env)] = alarm.evaluate(store, now)
-            states[name].append((now, alarm.state))
-        states[composite].append((now, cloudwatch.composite_state(rule, current)))
-    return states
+    alarms = alarm_tests.load_alarms(variables=env.variables)
+    return alarms.history(store, range(0, end + 1, cloudwatch.EVALUATION_STEP))
 
 
 def events(lines: list[LogLine]) -> list[Event]:
@@ -186,7 +194,7 @@ def report_table(outcomes: list[Outcome]) -> str:
     for outcome in outcomes:
         for alarm in outcome.expected:
             minutes = outcome.minutes_to_alarm(alarm)
-            others = sorted(set(outcome.fired()) - {alarm})
+            others = sorted(set(outcome.fired()) - {alarm} - slo_window_alarms())
             queries = "; ".join(
                 f"{q.where.split(' query ')[-1]}: {len(q.rows)} ({len(q.ids & outcome.failing_ids)})"
                 for q in outcome.queries if q.where.startswith(alarm + ".md")

@@ -279,7 +279,9 @@ def test_the_rendered_stack_holds_every_dashboard_and_alarm(templates, alarms_do
     dashboards = [r for r in resources.values() if r["Type"] == "AWS::CloudWatch::Dashboard"]
     assert len(dashboards) == len(render.dashboard_files())
     alarms = [r for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
-    assert len(alarms) == len(alarms_doc["alarms"])
+    assert len(alarms) == len(alarms_doc["alarms"]) + len(alarms_doc["slo_alarms"])
+    composites = [r for r in resources.values() if r["Type"] == "AWS::CloudWatch::CompositeAlarm"]
+    assert len(composites) == len(alarms_doc["slo_composites"]) + 1
 
 
 # ---- the CloudFormation execution role can do what CloudFormation will ask of it -------------------------
@@ -356,3 +358,53 @@ def test_the_cloudformation_execution_role_may_do_what_the_resource_handlers_cal
     needed = set().union(*(handler_permissions(t) for t in types)) | {"s3:getobject", "s3:getobjectversion"}
     extra = granted - needed
     assert not extra, f"granted but no handler needs it (least privilege): {sorted(extra)}"
+
+
+def test_the_execution_role_may_create_every_alarm_and_dashboard_the_stack_holds(templates):
+    """A name outside the role's resource patterns deploys in no account: CloudFormation is refused."""
+    import fnmatch
+
+    role = templates["bootstrap"]["Resources"]["CloudFormationExecutionRole"]
+    patterns = {"alarm": [], "dashboard": []}
+    for statement in statements(role):
+        actions = {a.lower() for a in as_list(statement["Action"])}
+        for resource in as_list(statement["Resource"]):
+            arn = resource["Fn::Sub"] if isinstance(resource, dict) else resource
+            if "cloudwatch:putmetricalarm" in actions and "cloudwatch:putcompositealarm" in actions:
+                patterns["alarm"].append(arn.split(":alarm:")[-1])
+            if "cloudwatch:putdashboard" in actions:
+                patterns["dashboard"].append(arn.split(":dashboard/")[-1])
+    assert patterns["alarm"] and patterns["dashboard"]
+    for res in templates["observability"]["Resources"].values():
+        props = res.get("Properties", {})
+        if res["Type"] in ("AWS::CloudWatch::Alarm", "AWS::CloudWatch::CompositeAlarm"):
+            name, kind = props["AlarmName"]["Fn::Sub"], "alarm"
+        elif res["Type"] == "AWS::CloudWatch::Dashboard":
+            name, kind = props["DashboardName"]["Fn::Sub"], "dashboard"
+        else:
+            continue
+        assert any(fnmatch.fnmatchcase(name, p) for p in patterns[kind]), f"{name}: outside {patterns[kind]}"
+
+
+def test_the_deploy_role_may_do_what_the_bake_rollback_and_report_call(templates):
+    """infra/release.py and slos/report.py run in the deploy jobs with the GitHub deploy role: every AWS
+    call they make must be an action that role grants."""
+    role = templates["bootstrap"]["Resources"]["GitHubDeployRole"]
+    granted = {a.lower() for st in statements(role) for a in as_list(st["Action"])}
+    services = {"cf": "cloudformation", "s3": "s3", "cw": "cloudwatch", "client": "cloudwatch"}
+    special = {"s3:headobject": "s3:getobject"}
+    needed = set()
+    for path in (ROOT / "infra" / "release.py", ROOT / "slos" / "report.py"):
+        text = path.read_text(encoding="utf-8")
+        for var, method in re.findall(r"\b(cf|s3|cw|client)\.(\w+)\(", text):
+            if method == "get_paginator" or method == "get_waiter" or method == "exceptions":
+                continue
+            needed.add(f"{services[var]}:{method.replace('_', '')}")
+        needed |= {f"cloudwatch:{m.replace('_', '')}" for m in re.findall(r'get_paginator\("(\w+)"', text)}
+        if 'get_waiter("stack_update_complete")' in text:
+            needed.add("cloudformation:describestacks")
+        if 'boto3.client("cloudformation").describe_stacks' in text:
+            needed.add("cloudformation:describestacks")
+    needed = {special.get(a, a) for a in needed}
+    assert {"cloudformation:updatestack", "cloudwatch:getmetricdata", "s3:putobject"} <= needed, needed
+    assert needed <= granted, f"the deploy role lacks {sorted(needed - granted)}"

@@ -6,6 +6,8 @@ that the dashboards cover what DESIGN section 6 asks for.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import render
@@ -96,6 +98,8 @@ def all_alarm_refs(alarms_doc: dict) -> list[MetricRef]:
     refs = []
     for entry in alarms_doc["alarms"]:
         refs.extend(alarm_metric_refs(f"alarms/alarms.yaml {entry['name']}", entry["properties"]))
+    for entry in alarms_doc["slo_alarms"]:
+        refs.extend(alarm_metric_refs(f"slos/relay.yaml {entry['name']}", entry["properties"]))
     return refs
 
 
@@ -108,7 +112,7 @@ def test_every_dashboard_metric_is_in_a_catalog_or_a_documented_aws_metric(dashb
 
 def test_every_alarm_metric_is_in_a_catalog_or_a_documented_aws_metric(alarms_doc, relay_catalog, canary_catalog):
     refs = all_alarm_refs(alarms_doc)
-    assert len(refs) >= len(alarms_doc["alarms"])
+    assert len(refs) >= len(alarms_doc["alarms"]) + len(alarms_doc["slo_alarms"])
     found = [p for ref in refs for p in problems(ref, relay_catalog, canary_catalog)]
     assert not found, "\n".join(found)
 
@@ -186,3 +190,31 @@ def test_dashboard_bodies_only_use_variables_the_stack_defines(templates):
         text = path.read_text()
         used = set(render._VARIABLE.findall(text))
         assert used <= defined, f"{path.name}: undefined variables {sorted(used - defined)}"
+
+
+_PROMQL_SELECTOR = re.compile(r"\b([a-z_][a-z0-9_]*)\{([^}]*)\}")
+_PROMQL_MATCHER = re.compile(r'\s*([a-z_]+)\s*(=|!=|=~|!~)\s*"([^"]*)"\s*')
+HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
+
+
+def test_every_series_the_slo_rules_read_is_in_the_relay_catalog_with_its_labels(relay_catalog):
+    """The Prometheus SLIs (slos/relay.yaml) read real series: catalog names (a histogram's _bucket,
+    _count and _sum), labels the metric has (`le` for buckets), values the relay emits."""
+    import slo
+
+    checked = 0
+    for entry in slo.load().slos:
+        if entry.prometheus is None:
+            continue
+        for name, matchers in _PROMQL_SELECTOR.findall(entry.prometheus):
+            base = name
+            if name not in relay_catalog:
+                base = next((name.removesuffix(s) for s in HISTOGRAM_SUFFIXES if name.endswith(s)), name)
+                assert relay_catalog.get(base, {}).get("kind") == "histogram", f"{entry.name}: {name} is not a relay metric"
+            labels = set(relay_catalog[base]["labels"]) | ({"le"} if name.endswith("_bucket") else set())
+            for label, _, value in _PROMQL_MATCHER.findall(matchers):
+                assert label in labels, f"{entry.name}: {name} has no label {label} ({sorted(labels)})"
+                if label == "status_class":
+                    assert value in STATUS_CLASSES, f"{entry.name}: status_class {value!r} is never emitted"
+            checked += 1
+    assert checked >= 4, "the SLO rules' series were not found"

@@ -19,7 +19,9 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import boto3
@@ -386,6 +388,8 @@ def replayed_alarms(d: dict, env: str, environments: dict, templates: dict) -> l
 
 
 def test_every_alarm_is_accepted_by_put_metric_alarm_and_reads_back(deployed, environments, templates):
+    doc = render.load_alarms()
+    runbooks = {e["name"]: render.runbook_name(e) for e in [*doc["alarms"], *doc["slo_alarms"]]}
     for env, d in deployed.items():
         cw = d["client"]("cloudwatch")
         alarms = replayed_alarms(d, env, environments, templates)
@@ -400,30 +404,43 @@ def test_every_alarm_is_accepted_by_put_metric_alarm_and_reads_back(deployed, en
             if kind != "AWS::CloudWatch::Alarm":
                 continue
             got = described[props["AlarmName"]]
-            for key in ("Threshold", "ComparisonOperator", "EvaluationPeriods", "DatapointsToAlarm", "TreatMissingData", "AlarmActions", "OKActions", "AlarmDescription"):
+            for key in ("Threshold", "ComparisonOperator", "EvaluationPeriods", "DatapointsToAlarm", "TreatMissingData", "AlarmDescription"):
                 assert got[key] == props[key], f"{props['AlarmName']}: {key} {got[key]!r} != {props[key]!r}"
+            for key in ("AlarmActions", "OKActions"):  # none on an SLO window alarm
+                assert got.get(key, []) == props.get(key, []), f"{props['AlarmName']}: {key}"
             assert len(got.get("Metrics", [])) == len(props.get("Metrics", []))
-            assert f"/runbooks/{props['AlarmName'].removesuffix('-' + env)}.md" in got["AlarmDescription"]
+            name = props["AlarmName"].removesuffix("-" + env)
+            assert f"/runbooks/{runbooks[name]}.md" in got["AlarmDescription"]
 
 
-def test_the_composite_alarm_is_valid_names_existing_alarms_and_pages_only_in_prod(deployed, environments, templates):
-    """moto 5.2.5 does not implement PutCompositeAlarm: validate the request against the CloudWatch API
-    model (what botocore checks before sending) and check its rule names alarms the replay created."""
+def test_the_composite_alarms_are_valid_name_existing_alarms_and_page_only_in_prod(deployed, environments, templates):
+    """moto 5.2.5 does not implement PutCompositeAlarm: validate each request against the CloudWatch API
+    model (what botocore checks before sending) and check its rule names alarms the replay created (metric
+    alarms) or composites of the same stack (the SLO tiers, in the paging rule)."""
+    paging = render.alarm_name(render.load_alarms()["composite"]["name"])
     for env, d in deployed.items():
         cw = d["client"]("cloudwatch")
         alarms = replayed_alarms(d, env, environments, templates)
         for _, kind, props in alarms:
             if kind == "AWS::CloudWatch::Alarm":
                 cw.put_metric_alarm(**props)
-        (props,) = [p for _, kind, p in alarms if kind == "AWS::CloudWatch::CompositeAlarm"]
-        validate_parameters(props, cw.meta.service_model.operation_model("PutCompositeAlarm").input_shape)
-        children = re.findall(r'ALARM\("([^"]+)"\)', props["AlarmRule"])
-        assert props["AlarmRule"] == " OR ".join(f'ALARM("{c}")' for c in children), props["AlarmRule"]
-        existing = {a["AlarmName"] for a in cw.describe_alarms(AlarmNames=children)["MetricAlarms"]}
-        assert existing == set(children), f"{env}: the rule names alarms that do not exist: {set(children) - existing}"
+        composites = {p["AlarmName"]: p for _, kind, p in alarms if kind == "AWS::CloudWatch::CompositeAlarm"}
         page_topic = d["outputs"]["observability"]["PageTopicArn"]
-        assert (page_topic in props["AlarmActions"]) == (env == "prod")
-        assert d["outputs"]["observability"]["AlarmTopicArn"] in props["AlarmActions"]
+        alarm_topic = d["outputs"]["observability"]["AlarmTopicArn"]
+        model = cw.meta.service_model.operation_model("PutCompositeAlarm").input_shape
+        for name, props in composites.items():
+            validate_parameters(props, model)
+            children = re.findall(r'ALARM\("([^"]+)"\)', props["AlarmRule"])
+            metric_children = [c for c in children if c not in composites]
+            existing = {a["AlarmName"] for a in cw.describe_alarms(AlarmNames=metric_children)["MetricAlarms"]} if metric_children else set()
+            assert existing == set(metric_children), f"{env} {name}: the rule names alarms that do not exist: {set(metric_children) - existing}"
+            assert alarm_topic in props["AlarmActions"]
+            assert (page_topic in props["AlarmActions"]) == (name == paging.replace("${Env}", env) and env == "prod"), name
+            if "ActionsSuppressor" in props:
+                assert props["ActionsSuppressor"] in composites, f"{name}: suppressed by {props['ActionsSuppressor']}, not a composite here"
+        rule = composites[paging.replace("${Env}", env)]["AlarmRule"]
+        children = re.findall(r'ALARM\("([^"]+)"\)', rule)
+        assert rule == " OR ".join(f'ALARM("{c}")' for c in children), rule
 
 
 def test_put_metric_alarm_validation_would_catch_a_broken_alarm(deployed):
@@ -449,6 +466,166 @@ def _destroy(env: str, *flags: str) -> None:
 
 def _live_stacks(cf) -> set[str]:
     return {s["StackName"] for s in cf.list_stacks()["StackSummaries"] if s["StackStatus"] != "DELETE_COMPLETE"}
+
+
+# ---- releases: bake, last good, automatic rollback (infra/release.py, run by scripts/deploy.sh) ---------
+
+RELEASE = ROOT / "infra" / "release.py"
+
+
+def _keep_release(d: dict, env: str, tool, name: str, packaged: Path) -> None:
+    """Keep packaged templates under releases/<env>/<name>/, as scripts/deploy.sh does."""
+    s3 = d["client"]("s3")
+    for path in packaged.glob("*.yaml"):
+        s3.put_object(Bucket=d["bucket"], Key=f"releases/{env}/{name}/{path.name}", Body=path.read_bytes())
+
+
+def _package_stand_in_release(d: dict, env: str, tool, tmp_path: Path, marker: str) -> Path:
+    """The relay template packaged with a stand-in zip that says `marker`, so its code differs."""
+    stage = tmp_path / f"release-{marker}"
+    (stage / "infra").mkdir(parents=True)
+    shutil.copy(ROOT / "infra" / "relay.yaml", stage / "infra" / "relay.yaml")
+    zip_path = stage / "target" / "lambda" / "relay" / "bootstrap.zip"
+    zip_path.parent.mkdir(parents=True)
+    with zipfile.ZipFile(zip_path, "w") as archive:
+        archive.writestr("bootstrap", f"#!/bin/sh\n# stand-in release {marker}\n")
+    packaged = stage / "packaged"
+    packaged.mkdir()
+    subprocess.run(
+        [tool("aws"), "cloudformation", "package", "--region", d["region"], "--template-file",
+         str(stage / "infra" / "relay.yaml"), "--s3-bucket", d["bucket"], "--s3-prefix", f"artifacts/{env}",
+         "--output-template-file", str(packaged / "relay.yaml")],
+        check=True, capture_output=True,
+    )
+    for name in ("canary", "observability"):
+        shutil.copy(d["packaged"] / f"{name}.yaml", packaged / f"{name}.yaml")
+    return packaged
+
+
+def _deploy_app(d: dict, env: str, packaged: Path) -> None:
+    """What scripts/deploy.sh's `aws cloudformation deploy` does to the app stack (moto cannot run that
+    command to the end; see the module docstring): update it to the packaged template."""
+    cf = d["client"]("cloudformation")
+    name = stack_name("app", env)
+    params = [{"ParameterKey": p["ParameterKey"], "UsePreviousValue": True}
+              for p in cf.describe_stacks(StackName=name)["Stacks"][0]["Parameters"]]
+    cf.update_stack(StackName=name, TemplateBody=(packaged / "relay.yaml").read_text(), Parameters=params,
+                    Capabilities=["CAPABILITY_IAM"])
+
+
+def _code(d: dict, env: str) -> str:
+    return d["client"]("lambda").get_function(FunctionName=f"relay-{env}")["Configuration"]["CodeSha256"]
+
+
+def _bake(d: dict, env: str, tool, release: str, seconds: float, during=None) -> subprocess.CompletedProcess:
+    """infra/release.py bake, as scripts/deploy.sh runs it; `during` runs a second into the bake."""
+    process = subprocess.Popen(
+        [tool("python"), str(RELEASE), "bake", "--env", env, "--bucket", d["bucket"], "--release", release,
+         "--seconds", str(seconds), "--interval", "0.5"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "AWS_REGION": d["region"], "AWS_DEFAULT_REGION": d["region"]},
+    )
+    if during is not None:
+        time.sleep(1.5)
+        during()
+    out, err = process.communicate(timeout=300)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+@pytest.fixture(scope="module")
+def baking(deployed, environments, templates, tool, tmp_path_factory):
+    """prod with every alarm in CloudWatch (replayed: moto's CloudFormation creates none), release A
+    (what the fixture deployed) and a release B with other code, both kept in the artifact bucket."""
+    env = "prod"
+    d = deployed[env]
+    cw = d["client"]("cloudwatch")
+    for _, kind, props in replayed_alarms(d, env, environments, templates):
+        if kind == "AWS::CloudWatch::Alarm":
+            cw.put_metric_alarm(**props)
+            cw.set_alarm_state(AlarmName=props["AlarmName"], StateValue="OK", StateReason="baseline")
+    _keep_release(d, env, tool, "A", d["packaged"])
+    b = _package_stand_in_release(d, env, tool, tmp_path_factory.mktemp("releases"), "B")
+    _keep_release(d, env, tool, "B", b)
+    return {"env": env, "d": d, "cw": cw, "a_code": _code(d, env), "b": b}
+
+
+def test_a_quiet_bake_records_the_release_as_the_last_good_one(baking, tool):
+    d, env = baking["d"], baking["env"]
+    run = _bake(d, env, tool, "A", seconds=3)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "A is good" in run.stdout
+    last = subprocess.run([tool("python"), str(RELEASE), "last-good", "--env", env, "--bucket", d["bucket"]],
+                          capture_output=True, text=True, env={**os.environ, "AWS_REGION": d["region"]})
+    assert last.stdout.strip() == "A", last.stdout + last.stderr
+
+
+def test_an_alarm_during_the_bake_rolls_the_function_back_to_the_last_good_release(baking, tool):
+    d, env, cw = baking["d"], baking["env"], baking["cw"]
+    _deploy_app(d, env, baking["b"])
+    assert _code(d, env) != baking["a_code"], "release B runs other code"
+    alarm = f"RelayApi5xxRateHigh-{env}"
+    try:
+        run = _bake(d, env, tool, "B", seconds=60,
+                    during=lambda: cw.set_alarm_state(AlarmName=alarm, StateValue="ALARM", StateReason="drill"))
+    finally:
+        cw.set_alarm_state(AlarmName=alarm, StateValue="OK", StateReason="drill over")
+    assert run.returncode == 4, run.stdout + run.stderr
+    assert f"in ALARM during the bake: {alarm}" in run.stdout and "rolled back to A" in run.stdout, run.stdout
+    assert _code(d, env) == baking["a_code"], "the function runs release A's code again"
+
+
+def test_an_slo_page_tier_firing_during_the_bake_rolls_back_too(baking, tool):
+    d, env, cw = baking["d"], baking["env"], baking["cw"]
+    windows = [f"RelaySloApiAvailabilityFast1h-{env}", f"RelaySloApiAvailabilityFast5m-{env}"]
+    _deploy_app(d, env, baking["b"])
+
+    def burn():
+        for name in windows:
+            cw.set_alarm_state(AlarmName=name, StateValue="ALARM", StateReason="drill")
+
+    try:
+        run = _bake(d, env, tool, "B", seconds=60, during=burn)
+    finally:
+        for name in windows:
+            cw.set_alarm_state(AlarmName=name, StateValue="OK", StateReason="drill over")
+    assert run.returncode == 4 and f"RelaySloApiAvailabilityFast-{env}" in run.stdout, run.stdout + run.stderr
+    assert _code(d, env) == baking["a_code"]
+
+
+def test_an_alarm_already_firing_is_not_held_against_the_release_and_a_quiet_bake_keeps_it(baking, tool):
+    d, env, cw = baking["d"], baking["env"], baking["cw"]
+    _deploy_app(d, env, baking["b"])
+    alarm = f"RelayCanaryFailing-{env}"
+    cw.set_alarm_state(AlarmName=alarm, StateValue="ALARM", StateReason="an incident the release may fix")
+    try:
+        run = _bake(d, env, tool, "B", seconds=3)
+    finally:
+        cw.set_alarm_state(AlarmName=alarm, StateValue="OK", StateReason="over")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"already in ALARM before this release, not held against it: {alarm}" in run.stdout
+    assert _code(d, env) != baking["a_code"], "release B stays"
+    last = subprocess.run([tool("python"), str(RELEASE), "last-good", "--env", env, "--bucket", d["bucket"]],
+                          capture_output=True, text=True, env={**os.environ, "AWS_REGION": d["region"]})
+    assert last.stdout.strip() == "B", "a quiet bake makes B the last good release"
+
+
+def test_two_failed_canary_runs_during_the_bake_roll_back_too(baking, tool):
+    """Last of the bake tests: its failed runs are timestamped in the minute after the bake began, where
+    any later bake of the same stage would count them too."""
+    d, env, cw = baking["d"], baking["env"], baking["cw"]
+    _deploy_app(d, env, d["packaged"])  # A again, baked clean: the last good release once more
+    assert _bake(d, env, tool, "A", seconds=2).returncode == 0
+    _deploy_app(d, env, baking["b"])
+
+    def failing_canary():
+        now = datetime.now(timezone.utc)
+        cw.put_metric_data(Namespace="Relay/Canary", MetricData=[
+            {"MetricName": "RunSuccess", "Dimensions": [{"Name": "Stage", "Value": env}],
+             "Timestamp": now + timedelta(seconds=k), "Value": 0.0} for k in (61, 62)])  # the next minute's runs
+
+    run = _bake(d, env, tool, "B", seconds=60, during=failing_canary)
+    assert run.returncode == 4 and "2 canary runs failed during the bake" in run.stdout, run.stdout + run.stderr
+    assert _code(d, env) == baking["a_code"]
 
 
 def test_destroy_keeps_the_data_and_a_redeploy_finds_it_twice_over_until_asked_to_delete_it(deployed, environments):

@@ -216,7 +216,11 @@ async fn the_metric_catalog_prints_as_json_without_a_target() {
         .collect();
     assert_eq!(
         metrics,
-        [("Success", "Count"), ("Duration", "Milliseconds")]
+        [
+            ("Success", "Count"),
+            ("Duration", "Milliseconds"),
+            ("RunSuccess", "Count")
+        ]
     );
 
     let (code, stdout, _) =

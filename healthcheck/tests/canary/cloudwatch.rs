@@ -67,24 +67,35 @@ async fn read_back(
     metric: &str,
     stat: &str,
 ) -> Vec<f64> {
+    read_series(client, stage, Some(probe), metric, stat).await
+}
+
+/// The values of one canary metric for one stage (and probe, for per-probe metrics).
+async fn read_series(
+    client: &Client,
+    stage: &str,
+    probe: Option<ProbeName>,
+    metric: &str,
+    stat: &str,
+) -> Vec<f64> {
     let now = chrono::Utc::now().timestamp();
+    let mut series = Metric::builder()
+        .namespace(NAMESPACE)
+        .metric_name(metric)
+        .dimensions(Dimension::builder().name("Stage").value(stage).build());
+    if let Some(probe) = probe {
+        series = series.dimensions(
+            Dimension::builder()
+                .name("Probe")
+                .value(probe.as_str())
+                .build(),
+        );
+    }
     let query = MetricDataQuery::builder()
         .id("m")
         .metric_stat(
             MetricStat::builder()
-                .metric(
-                    Metric::builder()
-                        .namespace(NAMESPACE)
-                        .metric_name(metric)
-                        .dimensions(Dimension::builder().name("Stage").value(stage).build())
-                        .dimensions(
-                            Dimension::builder()
-                                .name("Probe")
-                                .value(probe.as_str())
-                                .build(),
-                        )
-                        .build(),
-                )
+                .metric(series.build())
                 .period(60)
                 .stat(stat)
                 .build(),
@@ -155,7 +166,10 @@ async fn a_run_is_published_in_one_call_and_reads_back_with_its_dimensions() {
         .publish(&report)
         .await
         .unwrap();
-    assert_eq!(published, 10, "Success and Duration for 5 probes");
+    assert_eq!(
+        published, 11,
+        "Success and Duration for 5 probes, RunSuccess once"
+    );
     assert_eq!(
         requests.0.load(Ordering::SeqCst),
         1,
@@ -176,8 +190,20 @@ async fn a_run_is_published_in_one_call_and_reads_back_with_its_dimensions() {
         );
     }
 
+    assert_eq!(
+        read_series(&client, &stage, None, "RunSuccess", "Average").await,
+        [1.0],
+        "the run passed"
+    );
     let metrics = list(&client, &stage).await;
-    assert_eq!(metrics.len(), 10, "{metrics:?}");
+    assert_eq!(metrics.len(), 11, "{metrics:?}");
+    assert!(
+        metrics.contains(&(
+            "RunSuccess".to_owned(),
+            vec![("Stage".to_owned(), stage.clone())]
+        )),
+        "RunSuccess with Stage alone: {metrics:?}"
+    );
     for probe in ProbeName::ALL {
         for name in ["Duration", "Success"] {
             let dims = vec![
@@ -217,9 +243,14 @@ async fn a_failed_probe_publishes_success_zero_and_its_duration() {
         [report.probes[0].latency_ms]
     );
     assert_eq!(
+        read_series(&client, &stage, None, "RunSuccess", "Maximum").await,
+        [0.0],
+        "a run with a failed probe failed"
+    );
+    assert_eq!(
         list(&client, &stage).await.len(),
-        2,
-        "only the probes that ran"
+        3,
+        "only the probes that ran, and the run"
     );
 }
 
@@ -254,7 +285,7 @@ async fn the_cli_publishes_with_the_cloudwatch_flag() {
     );
     assert!(
         stdout.contains(&format!(
-            "CloudWatch: 10 data points in Relay/Canary (Stage={stage})"
+            "CloudWatch: 11 data points in Relay/Canary (Stage={stage})"
         )),
         "{stdout}"
     );
@@ -285,7 +316,7 @@ async fn the_lambda_handler_publishes_every_run() {
     let event = LambdaEvent::new(ScheduledEvent::default(), Context::default());
     let invocation = handler(event, &canary).await.unwrap();
     assert!(invocation.ok);
-    assert_eq!(invocation.published, 10);
+    assert_eq!(invocation.published, 11);
     assert_eq!(requests.0.load(Ordering::SeqCst), 1);
     assert_eq!(
         read_back(

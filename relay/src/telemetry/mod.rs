@@ -33,9 +33,10 @@ pub const NAMESPACE: &str = "Relay";
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Buckets for every duration histogram, in seconds: fine below 10 ms where the relay usually answers,
-/// coarse up to the request timeout.
+/// coarse up to the request timeout. 0.3 is the latency SLO's threshold (slos/relay.yaml): its
+/// Prometheus error ratio reads the `le="0.3"` bucket.
 const DURATION_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
 /// Where the relay runs, which decides the log writer and the metric exporter.

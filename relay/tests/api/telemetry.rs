@@ -590,15 +590,31 @@ fn the_grafana_dashboard_uses_only_catalog_metrics_and_their_labels() {
         }
     }
     assert!(exprs.len() >= 10, "the dashboard has its panels");
+    // The SLO panels read the recording rules generated from slos/relay.yaml.
+    let rules = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../alarms/prometheus/slo-rules.yaml"
+    ))
+    .unwrap();
     let mut used = BTreeSet::new();
     for expr in &exprs {
+        let recorded: Vec<&str> = expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .filter(|w| w.starts_with("slo:"))
+            .collect();
+        for name in &recorded {
+            assert!(
+                rules.contains(&format!("record: {name}\n")),
+                "{name} in `{expr}` is not a recording rule of alarms/prometheus/slo-rules.yaml"
+            );
+        }
         let metric_names: Vec<&str> = expr
             .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .filter(|w| w.starts_with("relay_"))
             .collect();
         assert!(
-            !metric_names.is_empty(),
-            "every query reads a relay metric: {expr}"
+            !metric_names.is_empty() || !recorded.is_empty(),
+            "every query reads a relay metric or an SLO recording rule: {expr}"
         );
         for name in metric_names {
             let base = name
