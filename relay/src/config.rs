@@ -99,11 +99,18 @@ pub struct Config {
     #[arg(long, env = "RELAY_RATE_LIMIT_BURST")]
     pub rate_limit_burst: Option<u32>,
 
-    /// Take the client IP for rate limiting from the first `X-Forwarded-For` address. Only behind a
-    /// proxy that sets it: otherwise clients can pick their own bucket.
+    /// Behind one proxy that appends to `X-Forwarded-For`: key the rate limit on the address it added
+    /// (the rightmost). The same as `--trusted-proxy-hops 1`. Only behind such a proxy: otherwise
+    /// clients can pick their own bucket.
     #[arg(long, env = "RELAY_TRUST_FORWARDED_FOR", action = clap::ArgAction::SetTrue,
           value_parser = clap::builder::BoolishValueParser::new())]
     pub trust_forwarded_for: bool,
+
+    /// How many proxies in front of the relay append to `X-Forwarded-For` and are trusted: the rate
+    /// limit keys on the address the outermost one added (the Nth entry from the right). 0: the
+    /// connection's own peer address (or API Gateway's source IP in Lambda).
+    #[arg(long, env = "RELAY_TRUSTED_PROXY_HOPS", default_value_t = 0)]
+    pub trusted_proxy_hops: u8,
 
     /// Longest time a request may take before it is answered with 503.
     #[arg(long, env = "RELAY_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
@@ -118,7 +125,8 @@ pub struct Config {
     #[arg(long, env = "RELAY_CACHE_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub cache_ttl: Duration,
 
-    /// Most bytes of message text the cache holds.
+    /// Most bytes the read cache holds, as its weigher counts them: per message about twice its text
+    /// (the text and its rendered JSON) plus a fixed overhead per entry.
     #[arg(long, env = "RELAY_CACHE_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub cache_max_bytes: u64,
 
@@ -155,6 +163,14 @@ impl Config {
         self.rate_limit_burst
             .unwrap_or(self.rate_limit.saturating_mul(2))
             .max(1)
+    }
+
+    /// The trusted `X-Forwarded-For` hops: `--trusted-proxy-hops`, or 1 for `--trust-forwarded-for`.
+    pub fn forwarded_hops(&self) -> u8 {
+        match (self.trusted_proxy_hops, self.trust_forwarded_for) {
+            (0, true) => 1,
+            (hops, _) => hops,
+        }
     }
 }
 

@@ -91,7 +91,7 @@ pub fn build(config: &Config, store: DynStore) -> App {
     let rate_limit_layer = RateLimit::new(
         config.rate_limit,
         config.rate_limit_burst(),
-        config.trust_forwarded_for,
+        config.forwarded_hops(),
     );
     // Only the rate limiter reads the peer address, and adding it costs allocations per request.
     let peer_addresses = rate_limit_layer.is_some();
@@ -142,6 +142,7 @@ pub fn build(config: &Config, store: DynStore) -> App {
             }
         }
         handles::register(endpoints.iter().map(|(route, method)| (*route, method)));
+        telemetry::events::register_rare_event_counters(endpoints.iter().map(|(route, _)| *route));
     }
     // One stack around every route (and the fallback), outermost first. Per route, because the request
     // span and metrics need the matched route; in one `layer` call, because each call boxes every route
@@ -251,12 +252,13 @@ fn spawn_sweeper(store: DynStore, interval: Duration) -> JoinHandle<()> {
 }
 
 impl App {
-    /// Serve on `listener` until SIGTERM/SIGINT (or `shutdown` resolves), then drain for at most `grace`
-    /// and close the store.
+    /// Serve on `listener` until `shutdown` resolves, then drain for at most `grace` (or until `now`
+    /// resolves: a second stop signal) and close the store.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+        now: impl std::future::Future<Output = ()> + Send + 'static,
         grace: Duration,
     ) -> std::io::Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -299,6 +301,9 @@ impl App {
             } => {
                 tracing::warn!(message = "Shutdown grace period over; closing remaining connections.");
             }
+            _ = now => {
+                tracing::warn!(message = "Second stop signal: closing remaining connections now.");
+            }
         }
         for task in &self.background {
             task.abort();
@@ -309,25 +314,47 @@ impl App {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+/// The process's stop signals, SIGTERM and SIGINT (Ctrl-C), counted from the moment `listen` is
+/// called: the first asks for a graceful stop (drain for the grace period), the second for one at once.
+pub struct StopSignals {
+    count: tokio::sync::watch::Receiver<u32>,
+}
+
+impl StopSignals {
+    pub fn listen() -> Self {
+        let (tx, count) = tokio::sync::watch::channel(0u32);
+        tokio::spawn(async move {
+            #[cfg(unix)]
+            {
+                use tokio::signal::unix::{SignalKind, signal};
+                let (Ok(mut term), Ok(mut int)) = (
+                    signal(SignalKind::terminate()),
+                    signal(SignalKind::interrupt()),
+                ) else {
+                    return;
+                };
+                loop {
+                    tokio::select! {
+                        _ = term.recv() => {},
+                        _ = int.recv() => {},
+                    }
+                    tx.send_modify(|n| *n += 1);
+                }
             }
-            Err(_) => std::future::pending::<()>().await,
+            #[cfg(not(unix))]
+            while tokio::signal::ctrl_c().await.is_ok() {
+                tx.send_modify(|n| *n += 1);
+            }
+        });
+        Self { count }
+    }
+
+    /// Resolves once `n` signals have arrived.
+    pub fn nth(&self, n: u32) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut count = self.count.clone();
+        async move {
+            let _ = count.wait_for(|seen| *seen >= n).await;
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
     }
 }
 
@@ -385,23 +412,36 @@ impl Application {
         self.app.store.clone()
     }
 
-    /// Serve until `shutdown` resolves (or SIGTERM/SIGINT), drain, close the store.
+    /// Serve until `shutdown` resolves, drain for the grace period, close the store.
     pub async fn run_until_stopped(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        self.app.serve(self.listener, shutdown, self.grace).await
+        let never = std::future::pending::<()>();
+        self.app
+            .serve(self.listener, shutdown, never, self.grace)
+            .await
+    }
+
+    /// Serve until the first stop signal, drain until the grace period ends or a second signal comes,
+    /// close the store.
+    pub async fn run_until_signalled(self, signals: StopSignals) -> std::io::Result<()> {
+        self.app
+            .serve(self.listener, signals.nth(1), signals.nth(2), self.grace)
+            .await
     }
 }
 
 /// Open the store, build the app, bind and serve: what `relay serve` does.
 pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let application = Application::build(&config).await?;
+    // Handlers first: from the "started" line on, a stop signal always means a graceful stop.
+    let signals = StopSignals::listen();
     RelayStarted {
         listen: &application.local_addr().to_string(),
         store: &config.store.to_string(),
     }
     .emit();
-    application.run_until_stopped(shutdown_signal()).await?;
+    application.run_until_signalled(signals).await?;
     Ok(())
 }

@@ -240,10 +240,10 @@ pub async fn spawn_binary(binary: &str, envs: &[(&str, &str)]) -> RelayProcess {
     let client = reqwest::Client::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
-            if r.status() == StatusCode::OK {
-                break;
-            }
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+            && r.status() == StatusCode::OK
+        {
+            break;
         }
         assert!(
             std::time::Instant::now() < deadline,

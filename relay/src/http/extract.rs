@@ -76,17 +76,27 @@ impl<S: Send + Sync> FromRequestParts<S> for IfNoneMatch {
 pub struct ClientIp(pub IpAddr);
 
 impl ClientIp {
-    /// The peer address of the connection, or the first `X-Forwarded-For` entry when the relay is told to
-    /// trust it. Requests with neither (in-process tests, some proxies) share one bucket.
-    pub fn of(parts: &Parts, trust_forwarded_for: bool) -> Self {
-        if trust_forwarded_for {
-            let forwarded = parts
+    /// The client's address: with `hops` trusted proxies in front, the `X-Forwarded-For` entry the
+    /// outermost of them added (the `hops`-th from the right, every header line read as one list; the
+    /// leftmost when there are fewer entries); else API Gateway's source IP (Lambda) or the connection's
+    /// peer. Requests with none of these (in-process tests) share one bucket.
+    pub fn of(parts: &Parts, hops: u8) -> Self {
+        if hops > 0 {
+            let entries: Vec<&str> = parts
                 .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .and_then(|first| first.trim().parse::<IpAddr>().ok());
-            if let Some(ip) = forwarded {
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .filter(|entry| !entry.is_empty())
+                .collect();
+            let from_right = usize::from(hops).min(entries.len());
+            let trusted = entries
+                .len()
+                .checked_sub(from_right)
+                .and_then(|i| entries.get(i));
+            if let Some(ip) = trusted.and_then(|entry| entry.parse::<IpAddr>().ok()) {
                 return Self(ip);
             }
         }
@@ -98,6 +108,20 @@ impl ClientIp {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| Self(addr.ip()))
             .unwrap_or(Self(IpAddr::from([0, 0, 0, 0])))
+    }
+
+    /// The rate-limit key: an IPv4 address (IPv4-mapped IPv6 included) as is, an IPv6 address's /64,
+    /// which one subscriber usually holds whole.
+    pub fn key(&self) -> IpAddr {
+        match self.0 {
+            IpAddr::V4(v4) => IpAddr::V4(v4),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(std::net::Ipv6Addr::from(
+                    u128::from(v6) & !u128::from(u64::MAX),
+                )),
+            },
+        }
     }
 }
 
@@ -116,5 +140,58 @@ pub fn truncate(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
         Some((i, _)) => format!("{}…", &text[..i]),
         None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(forwarded: &[&str]) -> Parts {
+        let mut request = axum::http::Request::builder();
+        for value in forwarded {
+            request = request.header("x-forwarded-for", *value);
+        }
+        let (mut parts, ()) = request.body(()).unwrap_or_default().into_parts();
+        parts
+            .extensions
+            .insert(ConnectInfo(SocketAddr::from(([192, 0, 2, 1], 4000))));
+        parts
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))
+    }
+
+    #[test]
+    fn the_trusted_entry_is_counted_from_the_right_across_header_lines() {
+        let both = parts(&["6.6.6.6, 198.51.100.7", "10.0.0.2"]);
+        assert_eq!(ClientIp::of(&both, 1).0, ip("10.0.0.2"));
+        assert_eq!(ClientIp::of(&both, 2).0, ip("198.51.100.7"));
+        assert_eq!(
+            ClientIp::of(&both, 9).0,
+            ip("6.6.6.6"),
+            "fewer entries: the leftmost"
+        );
+        assert_eq!(
+            ClientIp::of(&both, 0).0,
+            ip("192.0.2.1"),
+            "untrusted: the peer"
+        );
+        assert_eq!(ClientIp::of(&parts(&["not an ip"]), 1).0, ip("192.0.2.1"));
+        assert_eq!(ClientIp::of(&parts(&[]), 1).0, ip("192.0.2.1"));
+    }
+
+    #[test]
+    fn ipv6_keys_are_64_bit_prefixes_and_mapped_ipv4_is_ipv4() {
+        assert_eq!(
+            ClientIp(ip("2001:db8:1:2:3:4:5:6")).key(),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            ClientIp(ip("::ffff:198.51.100.7")).key(),
+            ip("198.51.100.7")
+        );
+        assert_eq!(ClientIp(ip("198.51.100.7")).key(), ip("198.51.100.7"));
     }
 }

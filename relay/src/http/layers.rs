@@ -81,21 +81,21 @@ fn aws_request_id<B>(request: &axum::http::Request<B>) -> Option<&str> {
     })
 }
 
-/// A keyed token bucket per client IP (governor, GCRA).
+/// A keyed token bucket per client (governor, GCRA): per IPv4 address, per IPv6 /64 ([`ClientIp::key`]).
 pub struct RateLimit {
     limiter: DefaultKeyedRateLimiter<IpAddr>,
-    trust_forwarded_for: bool,
+    forwarded_hops: u8,
 }
 
 impl RateLimit {
     /// `None` when `per_second` is 0 (rate limiting off).
-    pub fn new(per_second: u32, burst: u32, trust_forwarded_for: bool) -> Option<Arc<Self>> {
+    pub fn new(per_second: u32, burst: u32, forwarded_hops: u8) -> Option<Arc<Self>> {
         let rate = std::num::NonZeroU32::new(per_second)?;
         let burst = std::num::NonZeroU32::new(burst).unwrap_or(rate);
         let quota = Quota::per_second(rate).allow_burst(burst);
         Some(Arc::new(Self {
             limiter: RateLimiter::keyed(quota),
-            trust_forwarded_for,
+            forwarded_hops,
         }))
     }
 
@@ -112,8 +112,8 @@ pub async fn rate_limit(
     next: Next,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    let ClientIp(ip) = ClientIp::of(&parts, limit.trust_forwarded_for);
-    match limit.limiter.check_key(&ip) {
+    let client = ClientIp::of(&parts, limit.forwarded_hops);
+    match limit.limiter.check_key(&client.key()) {
         Ok(()) => next.run(Request::from_parts(parts, body)).await,
         Err(not_until) => {
             let wait = not_until.wait_time_from(DefaultClock::default().now());

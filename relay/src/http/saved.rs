@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Html;
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -120,14 +121,30 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .ok_or(ApiError::Unauthorized(AuthFailure::Missing))?;
-    // Constant-time, so response timing does not reveal how much of a guess was right.
-    if bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())) {
+    if tokens_match(given, expected.expose()) {
         Ok(())
     } else {
         Err(ApiError::Unauthorized(AuthFailure::Wrong))
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` value. The scheme is case-insensitive (RFC 9110
+/// section 11.1); one or more spaces follow it.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim_start_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Whether a presented token is the admin token, in time that depends on neither how much of a guess
+/// was right nor how long the token is: the SHA-256 digests (always 32 bytes) are compared in constant
+/// time, where comparing the strings would return at once on a length mismatch.
+fn tokens_match(given: &str, expected: &str) -> bool {
+    let given = Sha256::digest(given.as_bytes());
+    let expected = Sha256::digest(expected.as_bytes());
+    bool::from(given.as_slice().ct_eq(expected.as_slice()))
 }
 
 fn parse_saved_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<String> {
@@ -176,6 +193,36 @@ mod tests {
         assert!(
             page.contains("<h1>The saved string is &lt;b&gt;hi&lt;/b&gt;</h1>"),
             "{page}"
+        );
+    }
+
+    #[test]
+    fn the_bearer_token_is_read_whatever_the_scheme_case_and_nothing_else_is() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("BEARER   abc"), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearerabc"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Bearer"), None);
+    }
+
+    #[test]
+    fn tokens_match_only_when_equal_whatever_their_lengths() {
+        let token = "the-admin-token-0123456789";
+        assert!(tokens_match(token, token));
+        assert!(
+            !tokens_match("the-admin-token-012345678", token),
+            "a prefix"
+        );
+        assert!(
+            !tokens_match("the-admin-token-01234567890", token),
+            "longer"
+        );
+        assert!(!tokens_match("", token));
+        assert!(
+            !tokens_match("xhe-admin-token-0123456789", token),
+            "same length"
         );
     }
 }

@@ -46,10 +46,10 @@ impl Store for MemoryStore {
     ) -> StoreResult<Created> {
         let mut state = self.state.lock().await;
         if let Some(key) = idempotency {
-            if let Some((first, forget_at)) = state.idempotency.get(key) {
-                if *forget_at > message.created_at {
-                    return Ok(Created::Replayed(first.clone()));
-                }
+            if let Some((first, forget_at)) = state.idempotency.get(key)
+                && *forget_at > message.created_at
+            {
+                return Ok(Created::Replayed(first.clone()));
             }
             let forget_at = message.created_at + IdempotencyKey::RETENTION;
             state

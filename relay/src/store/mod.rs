@@ -40,6 +40,10 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The codes of the errors that are faults ([`Self::is_fault`]): the values the store error counter's
+    /// `error_code` label takes, registered at 0 when the router is built.
+    pub const FAULT_CODES: [&'static str; 3] = ["busy", "unavailable", "internal"];
+
     pub fn code(&self) -> &'static str {
         match self {
             Self::NotFound => "not_found",
@@ -205,3 +209,25 @@ pub trait Store: Send + Sync + 'static {
 }
 
 pub type DynStore = Arc<dyn Store>;
+
+#[cfg(test)]
+mod fault_code_tests {
+    use super::StoreError;
+
+    #[test]
+    fn the_fault_codes_are_exactly_the_codes_of_the_faults() {
+        let every = [
+            StoreError::NotFound,
+            StoreError::PreconditionFailed,
+            StoreError::Busy(String::new()),
+            StoreError::Unavailable(String::new()),
+            StoreError::Internal(String::new()),
+        ];
+        let faults: Vec<&str> = every
+            .iter()
+            .filter(|e| e.is_fault())
+            .map(|e| e.code())
+            .collect();
+        assert_eq!(faults, StoreError::FAULT_CODES);
+    }
+}

@@ -64,6 +64,8 @@ INSERT OR IGNORE INTO counters(name, value) VALUES ('messages', 0), ('app_log', 
 
 pub struct SqliteStore {
     path: PathBuf,
+    /// `<database>.lock`, locked exclusively for as long as this store lives ([`take_lock`]).
+    _lock: std::fs::File,
     writer: mpsc::Sender<Command>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
@@ -78,6 +80,7 @@ impl SqliteStore {
                 StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
             })?;
         }
+        let lock = take_lock(path)?;
         let conn = Connection::open(path).map_err(map_err)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
@@ -94,6 +97,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Internal(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
             path: path.to_owned(),
+            _lock: lock,
             writer: tx,
             writer_thread: Mutex::new(Some(writer_thread)),
             readers: Mutex::new(Vec::new()),
@@ -144,6 +148,36 @@ impl SqliteStore {
             pool.push(conn);
         }
         result
+    }
+}
+
+/// One relay per database file: a second one would answer reads from its own cache after the first
+/// deleted or changed the message. The lock is an exclusive advisory lock on `<database>.lock` (flock
+/// on Unix), held by the open file, so the operating system releases it when the process ends, however
+/// it ends; the file itself stays and is harmless.
+fn take_lock(path: &Path) -> StoreResult<std::fs::File> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| {
+            StoreError::Unavailable(format!("cannot open {}: {e}", lock_path.display()))
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Unavailable(format!(
+            "another relay is using {} (it holds {}): stop it, or give this one its own --store path",
+            path.display(),
+            lock_path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Unavailable(format!(
+            "cannot lock {}: {e}",
+            lock_path.display()
+        ))),
     }
 }
 

@@ -7,6 +7,9 @@
 //!
 //! Handles exist only once an exporter is installed (a handle taken before would stay a no-op), so
 //! `register` runs after it, and before that (or with telemetry off) events use the registry.
+//!
+//! The labelled counters of rare events are registered at 0 beside these, by
+//! [`super::events::register_rare_event_counters`].
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;

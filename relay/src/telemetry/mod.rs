@@ -103,10 +103,10 @@ where
         .map(str::trim)
         .filter(|d| !d.is_empty())
         .unwrap_or("info");
-    if !directives.contains(['[', '{']) {
-        if let Ok(targets) = directives.parse::<Targets>() {
-            return targets.boxed();
-        }
+    if !directives.contains(['[', '{'])
+        && let Ok(targets) = directives.parse::<Targets>()
+    {
+        return targets.boxed();
     }
     EnvFilter::try_new(directives)
         .unwrap_or_else(|error| {

@@ -135,3 +135,99 @@ async fn sigterm_drains_and_a_restart_serves_the_same_data() {
     assert_eq!(read, created);
     restarted.stop();
 }
+
+/// A first SIGTERM drains (here: a request whose body never finishes holds the drain for the whole
+/// grace period); a second one stops at once.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_second_sigterm_while_draining_stops_at_once() {
+    use std::io::Write;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("relay.db");
+    let mut relay = spawn_binary(&[
+        ("RELAY_STORE", &format!("sqlite:{}", db.display())),
+        ("RELAY_SHUTDOWN_GRACE", "120s"),
+        // Or the unfinished request would end by itself, and the drain with it.
+        ("RELAY_REQUEST_TIMEOUT", "120s"),
+    ])
+    .await;
+    let addr = relay.base.trim_start_matches("http://").to_owned();
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    slow.write_all(
+        b"POST /messages HTTP/1.1\r\nHost: relay\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"message\"",
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let term = |pid: u32| {
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+    };
+    let pid = relay.child.id();
+    assert!(term(pid).success());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        relay.child.try_wait().unwrap().is_none(),
+        "after one SIGTERM the relay drains: the unfinished request holds it"
+    );
+    let second = Instant::now();
+    assert!(term(pid).success());
+    let deadline = second + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = relay.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the relay still runs 30 s after a second SIGTERM (its grace and request timeout are 120 s)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+    drop(slow);
+}
+
+/// A second relay on the same SQLite file would serve from its own cache what the first one deleted:
+/// it must refuse to start, saying which file and why, and the first one keeps serving.
+#[tokio::test]
+async fn a_second_relay_on_the_same_database_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("relay.db");
+    let first = start_relay(&db).await;
+    let second = tokio::task::spawn_blocking({
+        let db = db.clone();
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_relay"))
+                .env("RELAY_STORE", format!("sqlite:{}", db.display()))
+                .env("RELAY_LISTEN", "127.0.0.1:0")
+                .env("RUST_LOG", "warn")
+                .output()
+                .unwrap()
+        }
+    });
+    let output = tokio::time::timeout(Duration::from_secs(30), second)
+        .await
+        .expect("the second relay exits instead of serving")
+        .unwrap();
+    assert!(!output.status.success());
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        said.contains("another relay") && said.contains(&db.display().to_string()),
+        "{said}"
+    );
+    let still = reqwest::get(format!("{}/readyz", first.base))
+        .await
+        .unwrap();
+    assert_eq!(
+        still.status(),
+        StatusCode::OK,
+        "the first relay keeps serving"
+    );
+    drop(first);
+}

@@ -245,6 +245,38 @@ async fn a_missing_table_is_unavailable_and_names_the_fix() {
     );
 }
 
+/// Every instance shows the same saved string: it lives in the table, not in a process.
+#[tokio::test]
+async fn two_relays_on_one_table_show_the_same_saved_string() {
+    let endpoint = local_endpoint();
+    let table = fresh_store(&endpoint, "saved").await.table().to_owned();
+    let token = "0123456789abcdef-admin";
+    let spawn = || {
+        let (table, endpoint) = (table.clone(), endpoint.clone());
+        spawn_with(move |c| {
+            c.store = StoreUri::Dynamodb { table };
+            c.dynamodb_endpoint = Some(endpoint);
+            c.admin_token = Some(token.parse().unwrap());
+        })
+    };
+    let (first, second) = (spawn().await, spawn().await);
+    let put = first
+        .client
+        .put(first.url("/saved"))
+        .bearer_auth(token)
+        .header("content-type", "text/plain")
+        .body("shared by all")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::NO_CONTENT);
+    let page = second.get("/saved").await.text().await.unwrap();
+    assert!(
+        page.contains("<h1>The saved string is shared by all</h1>"),
+        "{page}"
+    );
+}
+
 #[tokio::test]
 async fn http_round_trips_on_the_dynamodb_store() {
     let endpoint = local_endpoint();
@@ -428,10 +460,10 @@ impl LocalServer {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let probe = client.get(format!("{}/moto-api/", server.url())).send();
-            if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(1), probe).await {
-                if r.status().is_success() {
-                    return server;
-                }
+            if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(1), probe).await
+                && r.status().is_success()
+            {
+                return server;
             }
             assert!(Instant::now() < deadline, "moto did not start on {port}");
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -173,6 +173,89 @@ async fn clients_over_their_rate_get_429_with_retry_after_and_probes_are_exempt(
     );
 }
 
+/// Behind one appending proxy, `X-Forwarded-For: <anything the client sent>, <client as the proxy saw
+/// it>`: the bucket is the proxy's entry (the rightmost), so a client cannot pick a fresh one per request.
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_bucket_is_the_address_the_proxy_added() {
+    let app = spawn_with(|c| {
+        c.rate_limit = 1;
+        c.rate_limit_burst = Some(2);
+        c.trusted_proxy_hops = 1;
+    })
+    .await;
+    let get = |forwarded: String| {
+        let request = app
+            .client
+            .get(app.url("/messages"))
+            .header("x-forwarded-for", forwarded);
+        async move { request.send().await.unwrap().status() }
+    };
+    for k in 0..2 {
+        assert_eq!(
+            get(format!("10.9.{k}.1, 198.51.100.7")).await,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        get("10.9.99.1, 198.51.100.7".to_owned()).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "a made-up leftmost entry is no new bucket"
+    );
+    assert_eq!(
+        get("10.9.0.1, 198.51.100.8".to_owned()).await,
+        StatusCode::OK,
+        "another client, as the proxy saw it, has its own bucket"
+    );
+}
+
+/// Two trusted proxies: the client is the entry the outer one added, second from the right.
+#[tokio::test]
+async fn with_two_trusted_proxy_hops_the_bucket_is_second_from_the_right() {
+    let app = spawn_with(|c| {
+        c.rate_limit = 1;
+        c.rate_limit_burst = Some(1);
+        c.trusted_proxy_hops = 2;
+    })
+    .await;
+    let get = |forwarded: &'static str| {
+        let request = app
+            .client
+            .get(app.url("/messages"))
+            .header("x-forwarded-for", forwarded);
+        async move { request.send().await.unwrap().status() }
+    };
+    assert_eq!(get("1.1.1.1, 203.0.113.5, 10.0.0.2").await, StatusCode::OK);
+    assert_eq!(
+        get("2.2.2.2, 203.0.113.5, 10.0.0.3").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(get("1.1.1.1, 203.0.113.6, 10.0.0.2").await, StatusCode::OK);
+}
+
+/// One IPv6 client holds a whole /64: a fresh address from it is no fresh bucket.
+#[tokio::test]
+async fn ipv6_clients_are_keyed_by_their_64_bit_prefix() {
+    let app = spawn_with(|c| {
+        c.rate_limit = 1;
+        c.rate_limit_burst = Some(1);
+        c.trusted_proxy_hops = 1;
+    })
+    .await;
+    let get = |forwarded: &'static str| {
+        let request = app
+            .client
+            .get(app.url("/messages"))
+            .header("x-forwarded-for", forwarded);
+        async move { request.send().await.unwrap().status() }
+    };
+    assert_eq!(get("2001:db8:1:2::1").await, StatusCode::OK);
+    assert_eq!(
+        get("2001:db8:1:2:ffff::9").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(get("2001:db8:1:3::1").await, StatusCode::OK, "another /64");
+}
+
 #[tokio::test]
 async fn a_request_slower_than_the_timeout_gets_a_503_problem() {
     // A slow-body client: it promises 100 bytes and sends 10, then waits.

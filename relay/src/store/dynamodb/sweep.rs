@@ -74,10 +74,10 @@ pub(super) async fn sweep_expired(
             break;
         }
     }
-    if stored.is_none_or(|hour| drained_to > hour) {
-        if let Err(error) = advance_watermark(store, drained_to).await {
-            failure.get_or_insert(error);
-        }
+    if stored.is_none_or(|hour| drained_to > hour)
+        && let Err(error) = advance_watermark(store, drained_to).await
+    {
+        failure.get_or_insert(error);
     }
     match failure {
         // Report a failure only when nothing was achieved: the sweeper retries on its next tick.
