@@ -38,7 +38,7 @@ use crate::store::memory::MemoryStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{DynStore, StoreError};
 use crate::telemetry;
-use crate::telemetry::events::{Event, MessagesExpired, RelayStarted};
+use crate::telemetry::events::{Event, LogLinesDropped, MessagesExpired, RelayStarted};
 use crate::telemetry::handles::{self, UNMATCHED_ROUTE};
 use crate::telemetry::request::trace_layer;
 use crate::telemetry::store::InstrumentedStore;
@@ -185,6 +185,9 @@ pub fn build(config: &Config, store: DynStore) -> App {
     .with_state(state);
 
     background.push(spawn_sweeper(store.clone(), config.sweep_interval));
+    if !config.no_telemetry {
+        background.push(spawn_dropped_log_reporter());
+    }
     App {
         router,
         peer_addresses,
@@ -228,6 +231,19 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
             ])
             .max_age(Duration::from_secs(600)),
     )
+}
+
+/// Once a second: log lines dropped while stdout's reader stalled, reported once it is back.
+fn spawn_dropped_log_reporter() -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            if let Some(count) = telemetry::paced::take_dropped() {
+                LogLinesDropped { count }.emit();
+            }
+        }
+    })
 }
 
 /// Remove expired messages every `interval`, in batches, so the count stays within one interval of exact.

@@ -66,6 +66,8 @@ pub struct SqliteStore {
     path: PathBuf,
     /// `<database>.lock`, locked exclusively for as long as this store lives ([`take_lock`]).
     _lock: std::fs::File,
+    /// The file opened, to notice it deleted or replaced under the running relay ([`FileIdentity`]).
+    identity: FileIdentity,
     writer: mpsc::Sender<Command>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
@@ -82,6 +84,7 @@ impl SqliteStore {
         }
         let lock = take_lock(path)?;
         let conn = Connection::open(path).map_err(map_err)?;
+        let identity = FileIdentity::of(path)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
@@ -93,11 +96,15 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel(4 * MAX_GROUP);
         let writer_thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run_writer(conn, rx))
+            .spawn({
+                let identity = identity.clone();
+                move || run_writer(conn, rx, identity)
+            })
             .map_err(|e| StoreError::Internal(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
             path: path.to_owned(),
             _lock: lock,
+            identity,
             writer: tx,
             writer_thread: Mutex::new(Some(writer_thread)),
             readers: Mutex::new(Vec::new()),
@@ -181,6 +188,58 @@ fn take_lock(path: &Path) -> StoreResult<std::fs::File> {
     }
 }
 
+/// Which file the store opened: its device and inode (Unix), compared with what the path names now.
+/// SQLite keeps writing to an open file that was deleted (or renamed over), and those writes are gone
+/// at the next start.
+#[derive(Debug, Clone)]
+struct FileIdentity {
+    path: PathBuf,
+    #[cfg(unix)]
+    id: (u64, u64),
+}
+
+impl FileIdentity {
+    fn of(path: &Path) -> StoreResult<Self> {
+        let metadata = std::fs::metadata(path)
+            .map_err(|e| StoreError::Unavailable(format!("cannot stat {}: {e}", path.display())))?;
+        #[cfg(not(unix))]
+        let _ = metadata;
+        Ok(Self {
+            path: path.to_owned(),
+            #[cfg(unix)]
+            id: {
+                use std::os::unix::fs::MetadataExt;
+                (metadata.dev(), metadata.ino())
+            },
+        })
+    }
+
+    /// `Unavailable` when the path no longer names the file that is open.
+    fn check(&self) -> StoreResult<()> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let path = self.path.display();
+            match std::fs::metadata(&self.path) {
+                Ok(now) if (now.dev(), now.ino()) == self.id => Ok(()),
+                Ok(_) => Err(StoreError::Unavailable(format!(
+                    "{path} was replaced by another file while the relay had it open: writes refused; \
+                     restart the relay to open the new file"
+                ))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Err(StoreError::Unavailable(format!(
+                        "{path} was deleted while the relay had it open: writes refused (they would be lost); \
+                     restore the file from a backup, or restart to begin with an empty store"
+                    )))
+                }
+                Err(e) => Err(StoreError::Unavailable(format!("cannot stat {path}: {e}"))),
+            }
+        }
+        #[cfg(not(unix))]
+        Ok(())
+    }
+}
+
 fn open_reader(path: &Path) -> StoreResult<Connection> {
     let conn = Connection::open_with_flags(
         path,
@@ -248,7 +307,7 @@ where
     }
 }
 
-fn run_writer(mut conn: Connection, mut rx: mpsc::Receiver<Command>) {
+fn run_writer(mut conn: Connection, mut rx: mpsc::Receiver<Command>, identity: FileIdentity) {
     let mut closing = None;
     while closing.is_none() {
         let Some(first) = rx.blocking_recv() else {
@@ -267,7 +326,15 @@ fn run_writer(mut conn: Connection, mut rx: mpsc::Receiver<Command>) {
             }
         }
         if !batch.is_empty() {
-            commit_group(&mut conn, batch);
+            // One stat per group: a write to a file deleted or replaced under us would be lost.
+            match identity.check() {
+                Ok(()) => commit_group(&mut conn, batch),
+                Err(error) => {
+                    for job in batch {
+                        job.fail(clone_error(&error));
+                    }
+                }
+            }
         }
     }
     // Anything sent after a close is refused: dropping the receiver fails those senders.
@@ -657,6 +724,7 @@ impl Store for SqliteStore {
         if self.writer.is_closed() {
             return Err(StoreError::Unavailable("the writer stopped".into()));
         }
+        self.identity.check()?;
         self.read(|conn| {
             conn.query_row(
                 "SELECT value FROM counters WHERE name = 'messages'",

@@ -215,6 +215,22 @@ impl Event for AuthFailure {
     }
 }
 
+/// Log lines were dropped while stdout's reader stalled (see `telemetry::paced`); emitted once the
+/// reader is back, so this line itself is written.
+pub struct LogLinesDropped {
+    pub count: u64,
+}
+
+impl Event for LogLinesDropped {
+    fn emit(self) {
+        tracing::warn!(
+            message = "Log lines dropped: whoever reads stdout stalled.",
+            dropped = self.count
+        );
+        handles::increment(Metric::LogLinesDroppedTotal, self.count);
+    }
+}
+
 /// A Lambda sandbox served its first request.
 pub struct ColdStart;
 

@@ -61,7 +61,9 @@ pub fn init_logging(format: LogFormat, env: &str, runtime: Runtime) -> LogGuard 
     // Servers: lines go into a shared buffer written out by a ticker thread (see `paced`). Lambda:
     // straight to stdout, so lines are written before the invocation returns.
     let paced = match runtime {
-        Runtime::Server => paced::paced(std::io::stdout(), paced::FLUSH_INTERVAL).ok(),
+        Runtime::Server => paced::paced(std::io::stdout(), paced::FLUSH_INTERVAL, paced::MAX_WAIT)
+            .ok()
+            .inspect(|(writer, _)| paced::set_process_writer(writer)),
         Runtime::Lambda => None,
     };
     let (writer, flusher) = match paced {

@@ -95,6 +95,8 @@ catalog! {
         "Writes to the saved string refused for a missing or wrong admin token.";
     ColdStartsTotal => "relay_cold_starts_total", Counter, Count, [],
         "Lambda sandboxes that served their first request (0 outside Lambda).";
+    LogLinesDroppedTotal => "relay_log_lines_dropped_total", Counter, Count, [],
+        "Log lines dropped because whoever reads stdout stalled for over 100 ms (server runtime).";
     BuildInfo => "relay_build_info", Gauge, Count, ["version"],
         "Always 1; the labels say which build is running.";
 }

@@ -231,3 +231,131 @@ async fn a_second_relay_on_the_same_database_refuses_to_start() {
     );
     drop(first);
 }
+
+/// Deleting the database file under a running relay: writes would go to a file nobody can open again,
+/// so they must fail (503), and readiness must say why, instead of 201s that a restart loses.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_database_deleted_while_running_fails_writes_and_readiness() {
+    use crate::helpers::{spawn_with, temp_sqlite};
+
+    let (dir, uri) = temp_sqlite();
+    let app = spawn_with(|c| c.store = uri.clone()).await;
+    assert_eq!(app.create("before", None).await["message"], "before");
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("relay.db") && !name.ends_with(".lock") {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+    let write = app.post_message(json!({"message": "after"})).await;
+    assert_eq!(
+        write.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a write to a deleted file is refused"
+    );
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = ready.text().await.unwrap();
+    assert!(body.contains("deleted"), "{body}");
+}
+
+/// stdout's reader stalls (a pipe nobody reads): the relay keeps answering, drops what it cannot log,
+/// and once the reader is back says how many lines it dropped, in one WARN line and a counter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_log_reader_costs_log_lines_not_the_service() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+
+    let port = crate::helpers::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_relay"))
+        .env("RELAY_LISTEN", format!("127.0.0.1:{port}"))
+        .env("RELAY_STORE", "memory:")
+        .env("RELAY_RATE_LIMIT", "0")
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let ready = Instant::now() + Duration::from_secs(20);
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(Instant::now() < ready, "the relay did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Far more log than the pipe (64 KiB) and the relay's buffer (4 MiB) hold, nobody reading.
+    let long_id = format!("/messages/{}", "0".repeat(200));
+    let load: Vec<_> = (0..32)
+        .map(|_| {
+            let (client, url) = (client.clone(), format!("{base}{long_id}"));
+            tokio::spawn(async move {
+                for _ in 0..1200 {
+                    let status = client.get(&url).send().await.unwrap().status();
+                    assert_eq!(status, StatusCode::BAD_REQUEST);
+                }
+            })
+        })
+        .collect();
+    for task in load {
+        task.await.unwrap();
+    }
+    let healthz = client.get(format!("{base}/healthz")).send().await;
+    assert_eq!(
+        healthz.map(|r| r.status()).ok(),
+        Some(StatusCode::OK),
+        "the relay answers while nobody reads its log"
+    );
+    // The reader comes back.
+    let mut pipe = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 65536];
+        let mut pending = Vec::new();
+        while let Ok(n) = pipe.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            pending.extend_from_slice(&chunk[..n]);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let _ = tx.send(String::from_utf8_lossy(&line).into_owned());
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let report = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no line said how many were dropped"
+        );
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) if line.contains("Log lines dropped") => break line,
+            _ => {}
+        }
+    };
+    let report: Value = serde_json::from_str(report.trim()).unwrap();
+    assert_eq!(report["level"], "WARN");
+    let dropped = report["dropped"].as_u64().unwrap();
+    assert!(dropped > 0, "{report}");
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counted: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("relay_log_lines_dropped_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(counted >= dropped, "{counted} counted, {dropped} reported");
+    let _ = child.kill();
+    let _ = child.wait();
+}
