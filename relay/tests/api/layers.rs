@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{assert_problem, spawn_app, spawn_with};
+use crate::helpers::{TestApp, assert_problem, spawn_app, spawn_with};
 
 #[tokio::test]
 async fn every_response_carries_a_request_id_and_a_good_one_is_kept() {
@@ -173,36 +173,43 @@ async fn clients_over_their_rate_get_429_with_retry_after_and_probes_are_exempt(
     );
 }
 
+/// A relay limiting every client to `burst` requests at 1 a second, behind `hops` trusted proxies.
+async fn spawn_behind_proxies(hops: u8, burst: u32) -> TestApp {
+    spawn_with(|c| {
+        c.rate_limit = 1;
+        c.rate_limit_burst = Some(burst);
+        c.trusted_proxy_hops = hops;
+    })
+    .await
+}
+
+/// `GET /messages` with `X-Forwarded-For: forwarded`: its status.
+async fn get_forwarded(app: &TestApp, forwarded: &str) -> StatusCode {
+    app.client
+        .get(app.url("/messages"))
+        .header("x-forwarded-for", forwarded)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
 /// Behind one appending proxy, `X-Forwarded-For: <anything the client sent>, <client as the proxy saw
 /// it>`: the bucket is the proxy's entry (the rightmost), so a client cannot pick a fresh one per request.
 #[tokio::test]
 async fn behind_a_trusted_proxy_the_bucket_is_the_address_the_proxy_added() {
-    let app = spawn_with(|c| {
-        c.rate_limit = 1;
-        c.rate_limit_burst = Some(2);
-        c.trusted_proxy_hops = 1;
-    })
-    .await;
-    let get = |forwarded: String| {
-        let request = app
-            .client
-            .get(app.url("/messages"))
-            .header("x-forwarded-for", forwarded);
-        async move { request.send().await.unwrap().status() }
-    };
+    let app = spawn_behind_proxies(1, 2).await;
     for k in 0..2 {
-        assert_eq!(
-            get(format!("10.9.{k}.1, 198.51.100.7")).await,
-            StatusCode::OK
-        );
+        let forwarded = format!("10.9.{k}.1, 198.51.100.7");
+        assert_eq!(get_forwarded(&app, &forwarded).await, StatusCode::OK);
     }
     assert_eq!(
-        get("10.9.99.1, 198.51.100.7".to_owned()).await,
+        get_forwarded(&app, "10.9.99.1, 198.51.100.7").await,
         StatusCode::TOO_MANY_REQUESTS,
         "a made-up leftmost entry is no new bucket"
     );
     assert_eq!(
-        get("10.9.0.1, 198.51.100.8".to_owned()).await,
+        get_forwarded(&app, "10.9.0.1, 198.51.100.8").await,
         StatusCode::OK,
         "another client, as the proxy saw it, has its own bucket"
     );
@@ -211,19 +218,8 @@ async fn behind_a_trusted_proxy_the_bucket_is_the_address_the_proxy_added() {
 /// Two trusted proxies: the client is the entry the outer one added, second from the right.
 #[tokio::test]
 async fn with_two_trusted_proxy_hops_the_bucket_is_second_from_the_right() {
-    let app = spawn_with(|c| {
-        c.rate_limit = 1;
-        c.rate_limit_burst = Some(1);
-        c.trusted_proxy_hops = 2;
-    })
-    .await;
-    let get = |forwarded: &'static str| {
-        let request = app
-            .client
-            .get(app.url("/messages"))
-            .header("x-forwarded-for", forwarded);
-        async move { request.send().await.unwrap().status() }
-    };
+    let app = spawn_behind_proxies(2, 1).await;
+    let get = |forwarded| get_forwarded(&app, forwarded);
     assert_eq!(get("1.1.1.1, 203.0.113.5, 10.0.0.2").await, StatusCode::OK);
     assert_eq!(
         get("2.2.2.2, 203.0.113.5, 10.0.0.3").await,
@@ -235,19 +231,8 @@ async fn with_two_trusted_proxy_hops_the_bucket_is_second_from_the_right() {
 /// One IPv6 client holds a whole /64: a fresh address from it is no fresh bucket.
 #[tokio::test]
 async fn ipv6_clients_are_keyed_by_their_64_bit_prefix() {
-    let app = spawn_with(|c| {
-        c.rate_limit = 1;
-        c.rate_limit_burst = Some(1);
-        c.trusted_proxy_hops = 1;
-    })
-    .await;
-    let get = |forwarded: &'static str| {
-        let request = app
-            .client
-            .get(app.url("/messages"))
-            .header("x-forwarded-for", forwarded);
-        async move { request.send().await.unwrap().status() }
-    };
+    let app = spawn_behind_proxies(1, 1).await;
+    let get = |forwarded| get_forwarded(&app, forwarded);
     assert_eq!(get("2001:db8:1:2::1").await, StatusCode::OK);
     assert_eq!(
         get("2001:db8:1:2:ffff::9").await,
