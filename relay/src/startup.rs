@@ -80,6 +80,7 @@ pub fn build(config: &Config, store: DynStore) -> App {
         } else {
             telemetry::prometheus()
         },
+        ops: Default::default(),
     });
     let mut background = Vec::new();
 

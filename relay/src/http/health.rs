@@ -1,5 +1,7 @@
 //! `/healthz` (the process is alive) and `/readyz` (it can serve: the store answers), plus `/metrics`.
-//! Not rate limited, so probes and scrapers always get through.
+//! Not rate limited, so probes and scrapers always get through; instead the store check and the metrics
+//! text are made at most once a second (`ops_cache`) and shared by every caller in that second, so a
+//! flood of probes or scrapes cannot load the store or slow the API.
 
 use std::time::{Duration, Instant};
 
@@ -20,7 +22,6 @@ use crate::telemetry::request::REQUEST_ID;
 
 /// How long a readiness check waits for the store.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
-
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(healthz))
@@ -84,21 +85,33 @@ pub struct NotReady {
     pub checks: Checks,
 }
 
-/// Readiness: the store answers a ping within 2 s.
+/// Readiness: the store answers a ping within 2 s. A check is shared by every probe for a second,
+/// unless a store operation failed since.
 #[utoipa::path(get, path = "/readyz", tag = "ops",
     responses(
         (status = 200, description = "Ready", body = Ready),
         (status = 503, description = "Not ready; `checks` says which component is down", body = NotReady, content_type = "application/problem+json"),
     ))]
 pub async fn readyz(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let start = Instant::now();
-    let outcome = tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await;
-    let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
-    let error = match outcome {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(e.to_string()),
-        Err(_) => Some(format!("no answer within {} s", READY_TIMEOUT.as_secs())),
-    };
+    let (latency_ms, error) = state
+        .ops
+        .readiness
+        .get(
+            state.store.faults_seen(),
+            |(_, error)| error.is_some(),
+            async {
+                let start = Instant::now();
+                let outcome = tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await;
+                let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
+                let error = match outcome {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(_) => Some(format!("no answer within {} s", READY_TIMEOUT.as_secs())),
+                };
+                (latency_ms, error)
+            },
+        )
+        .await;
     let ready = error.is_none();
     let checks = Checks {
         store: ComponentCheck {
@@ -141,7 +154,8 @@ pub async fn readyz(State(state): State<AppState>, headers: HeaderMap) -> Respon
     response
 }
 
-/// Prometheus text exposition of every relay metric (404 in Lambda, where metrics go to CloudWatch as EMF).
+/// Prometheus text exposition of every relay metric (404 in Lambda, where metrics go to CloudWatch as EMF),
+/// rendered at most once a second.
 #[utoipa::path(get, path = "/metrics", tag = "ops",
     responses(
         (status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain"),
@@ -151,7 +165,14 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let Some(handle) = &state.metrics else {
         return ApiError::MetricsNotServed.into_response();
     };
-    let mut response = handle.render().into_response();
+    let text = state
+        .ops
+        .metrics
+        .get(0, |_| true, async {
+            axum::body::Bytes::from(handle.render())
+        })
+        .await;
+    let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

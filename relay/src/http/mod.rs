@@ -9,6 +9,7 @@ pub mod health;
 pub mod layers;
 pub mod messages;
 pub mod openapi;
+pub mod ops_cache;
 pub mod paste;
 pub mod problem;
 pub mod response_step;
@@ -61,6 +62,8 @@ pub struct Context {
     pub admin_token: Option<AdminToken>,
     /// The Prometheus handle; `None` in Lambda, where metrics are EMF.
     pub metrics: Option<PrometheusHandle>,
+    /// The store check and metrics text, shared for a second (see `health`).
+    pub ops: ops_cache::OpsCache,
 }
 
 impl Context {

@@ -204,6 +204,12 @@ pub trait Store: Send + Sync + 'static {
     /// A cheap round trip that proves the store can serve requests (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
 
+    /// How many operations have failed with a fault ([`StoreError::is_fault`]) so far, where counted
+    /// (the instrumented store does): `/readyz` reuses a check only while this stays the same.
+    fn faults_seen(&self) -> u64 {
+        0
+    }
+
     /// Finish in-flight writes and release resources; called once on graceful shutdown.
     async fn close(&self) {}
 }

@@ -16,11 +16,16 @@ use crate::store::{Backend, Created, DynStore, Store, StoreOp, StoreResult};
 
 pub struct InstrumentedStore {
     inner: DynStore,
+    /// Operations that failed with a fault, for [`Store::faults_seen`].
+    faults: std::sync::atomic::AtomicU64,
 }
 
 impl InstrumentedStore {
     pub fn new(inner: DynStore) -> Self {
-        Self { inner }
+        Self {
+            inner,
+            faults: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 
     async fn timed<T>(
@@ -30,6 +35,10 @@ impl InstrumentedStore {
     ) -> StoreResult<T> {
         let start = Instant::now();
         let result = call.await;
+        if result.as_ref().is_err_and(|e| e.is_fault()) {
+            self.faults
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         StoreOperationCompleted {
             backend: self.inner.backend(),
             op,
@@ -45,6 +54,10 @@ impl InstrumentedStore {
 impl Store for InstrumentedStore {
     fn backend(&self) -> Backend {
         self.inner.backend()
+    }
+
+    fn faults_seen(&self) -> u64 {
+        self.faults.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     async fn create_message(

@@ -546,6 +546,9 @@ async fn a_store_outage_gives_503s_and_heals_without_a_restart() {
     .await;
     let before = app.create("before the outage", None).await;
     assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
+    // /readyz reuses a store check for up to a second: each readiness question below waits that out.
+    let fresh = || tokio::time::sleep(Duration::from_millis(1100));
+    fresh().await;
     let budget = request_timeout + Duration::from_secs(1);
     let post = || {
         app.client
@@ -630,6 +633,7 @@ async fn a_store_outage_gives_503s_and_heals_without_a_restart() {
 
     // 3. It comes back empty: still 503 (the table is missing, and readiness says how to fix it) ...
     let server = LocalServer::start(port).await;
+    fresh().await;
     let ready = assert_fast_503(app.client.get(app.url("/readyz")), budget_down, "no table").await;
     assert!(
         ready["checks"]["store"]["error"]
@@ -660,6 +664,7 @@ async fn a_store_outage_gives_503s_and_heals_without_a_restart() {
         "outage: first 201 {:.2?} after the table was recreated",
         recovering.elapsed()
     );
+    fresh().await;
     assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
     assert_eq!(
         app.count().await,
