@@ -277,6 +277,9 @@ enum Command {
 trait WriteJob: Send {
     fn run(self: Box<Self>, conn: &Connection) -> (bool, Reply);
     fn fail(self: Box<Self>, error: StoreError);
+    /// The caller stopped waiting (its request timed out and was answered 503): the job must not run,
+    /// or a write the client was told failed would be stored.
+    fn caller_gone(&self) -> bool;
 }
 
 type Reply = Box<dyn FnOnce(StoreResult<()>) + Send>;
@@ -304,6 +307,10 @@ where
 
     fn fail(self: Box<Self>, error: StoreError) {
         let _ = self.reply.send(Err(error));
+    }
+
+    fn caller_gone(&self) -> bool {
+        self.reply.is_closed()
     }
 }
 
@@ -345,6 +352,12 @@ fn run_writer(mut conn: Connection, mut rx: mpsc::Receiver<Command>, identity: F
 }
 
 fn commit_group(conn: &mut Connection, batch: Vec<Box<dyn WriteJob>>) {
+    // Jobs whose callers gave up while queued (behind a lock, a slow disk) are dropped unrun; what is
+    // left of the window is the group's own transaction, a few milliseconds.
+    let batch: Vec<_> = batch.into_iter().filter(|job| !job.caller_gone()).collect();
+    if batch.is_empty() {
+        return;
+    }
     let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
@@ -357,6 +370,10 @@ fn commit_group(conn: &mut Connection, batch: Vec<Box<dyn WriteJob>>) {
     };
     let mut replies = Vec::with_capacity(batch.len());
     for job in batch {
+        // Beginning the transaction may have waited (busy_timeout) while callers gave up.
+        if job.caller_gone() {
+            continue;
+        }
         match tx.savepoint() {
             Ok(mut sp) => {
                 let (ok, reply) = job.run(&sp);

@@ -359,3 +359,51 @@ async fn a_stalled_log_reader_costs_log_lines_not_the_service() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Creates queued behind a locked database time out with 503 "retry": none of them may be written
+/// after the client was told it failed (a retry would then make a duplicate).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_answered_503_is_never_committed_later() {
+    use crate::helpers::{spawn_with, temp_sqlite};
+
+    let (dir, uri) = temp_sqlite();
+    let app = spawn_with(|c| {
+        c.store = uri.clone();
+        c.request_timeout = Duration::from_secs(1);
+    })
+    .await;
+    assert_eq!(app.count().await, 0);
+    // Another connection holds the write lock for 3 s: every create waits in the writer's queue.
+    let db = dir.path().join("relay.db");
+    let holder = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+        conn.execute_batch("COMMIT").unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut creates = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let (client, url) = (app.client.clone(), app.url("/messages"));
+        creates.spawn(async move {
+            client
+                .post(url)
+                .json(&json!({"message": format!("queued {i}")}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        });
+    }
+    let statuses = creates.join_all().await;
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::SERVICE_UNAVAILABLE),
+        "{statuses:?}"
+    );
+    holder.join().unwrap();
+    // Time for anything still queued to run.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(app.count().await, 0, "a create answered 503 was stored");
+}
