@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +120,11 @@ def tool():
         return str(path)
 
     return find
+
+
+def debian_tool(name: str) -> str:
+    """A tool of Debian's prometheus package on PATH (promtool, prometheus), or a failure saying so."""
+    found = shutil.which(name)
+    if not found:
+        pytest.fail(f"{name} is missing: scripts/ops-checks.sh installs Debian's prometheus package")
+    return found

@@ -100,10 +100,11 @@ def _clean(env: str, client) -> None:
         pass
 
 
-def _stand_in_zip(path: Path) -> None:
+def _stand_in_zip(path: Path, marker: str = "the real zip is built by cargo-lambda") -> None:
+    """A Lambda zip whose bootstrap only says `marker` (so two releases can have different code)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("bootstrap", "#!/bin/sh\n# stand-in: the real zip is built by cargo-lambda\n")
+        archive.writestr("bootstrap", f"#!/bin/sh\n# stand-in: {marker}\n")
 
 
 def _create(cf, name: str, template: Path, params: dict[str, str]) -> dict[str, str]:
@@ -485,10 +486,7 @@ def _package_stand_in_release(d: dict, env: str, tool, tmp_path: Path, marker: s
     stage = tmp_path / f"release-{marker}"
     (stage / "infra").mkdir(parents=True)
     shutil.copy(ROOT / "infra" / "relay.yaml", stage / "infra" / "relay.yaml")
-    zip_path = stage / "target" / "lambda" / "relay" / "bootstrap.zip"
-    zip_path.parent.mkdir(parents=True)
-    with zipfile.ZipFile(zip_path, "w") as archive:
-        archive.writestr("bootstrap", f"#!/bin/sh\n# stand-in release {marker}\n")
+    _stand_in_zip(stage / "target" / "lambda" / "relay" / "bootstrap.zip", f"release {marker}")
     packaged = stage / "packaged"
     packaged.mkdir()
     subprocess.run(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import tempfile
 import time
@@ -19,17 +18,11 @@ import pytest
 import yaml
 
 import slo
-from conftest import ROOT
+from conftest import ROOT, debian_tool
 from test_log_fields import RELAY_BIN, RunningRelay, _free_port, _request
 
 GRAFANA = ROOT / "dashboards" / "relay-grafana.json"
 
-
-def _tool(name: str) -> str:
-    found = shutil.which(name)
-    if not found:
-        pytest.fail(f"{name} is missing: scripts/ops-checks.sh installs Debian's prometheus package")
-    return found
 
 
 def _query(base: str, expr: str) -> list[dict]:
@@ -70,7 +63,7 @@ def prometheus(root, tmp_path_factory):
     }), encoding="utf-8")
     log = (out / "prometheus.log").open("w")
     server = subprocess.Popen(
-        [_tool("prometheus"), f"--config.file={config}", f"--storage.tsdb.path={tempfile.mkdtemp(dir=tmp)}",
+        [debian_tool("prometheus"), f"--config.file={config}", f"--storage.tsdb.path={tempfile.mkdtemp(dir=tmp)}",
          f"--web.listen-address=127.0.0.1:{port}"],
         stdout=log, stderr=subprocess.STDOUT,
     )

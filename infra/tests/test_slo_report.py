@@ -7,7 +7,6 @@ The report must find the attainment, the budget left and the worst hour that the
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 import boto3
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, debian_tool
 from test_log_fields import _free_port
 
 REPORT = ROOT / "slos" / "report.py"
@@ -120,9 +119,7 @@ def _openmetrics() -> str:
 
 
 def test_the_report_reads_a_prometheus_server_with_backfilled_history(tmp_path):
-    promtool, prometheus = shutil.which("promtool"), shutil.which("prometheus")
-    if not promtool or not prometheus:
-        pytest.fail("promtool and prometheus are missing: scripts/ops-checks.sh installs Debian's prometheus package")
+    promtool, prometheus = debian_tool("promtool"), debian_tool("prometheus")
     source = tmp_path / "history.om"
     source.write_text(_openmetrics(), encoding="utf-8")
     data = tmp_path / "tsdb"

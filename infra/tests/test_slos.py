@@ -6,7 +6,6 @@ test_prometheus.py.)
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 
@@ -14,19 +13,13 @@ import pytest
 import yaml
 
 import slo
-from conftest import ROOT
+from conftest import ROOT, debian_tool
 
-
-def _tool(name: str) -> str:
-    found = shutil.which(name)
-    if not found:
-        pytest.fail(f"{name} is missing: scripts/ops-checks.sh installs Debian's prometheus package")
-    return found
 
 
 def test_every_slo_behaves_the_same_on_cloudwatch_and_prometheus():
     run = subprocess.run(
-        [sys.executable, str(ROOT / "slos" / "slo_tests.py"), "--promtool", _tool("promtool")],
+        [sys.executable, str(ROOT / "slos" / "slo_tests.py"), "--promtool", debian_tool("promtool")],
         capture_output=True, text=True, timeout=600,
     )
     assert run.returncode == 0, run.stdout + run.stderr
@@ -39,7 +32,7 @@ def test_the_generated_rules_and_dashboards_are_what_the_spec_compiles_to():
 
 
 def test_promtool_accepts_the_rules():
-    run = subprocess.run([_tool("promtool"), "check", "rules", str(slo.PROMETHEUS_FILE)], capture_output=True, text=True)
+    run = subprocess.run([debian_tool("promtool"), "check", "rules", str(slo.PROMETHEUS_FILE)], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
     spec = slo.load()
     with_prometheus = [s for s in spec.slos if s.prometheus is not None]

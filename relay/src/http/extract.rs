@@ -82,20 +82,17 @@ impl ClientIp {
     /// peer. Requests with none of these (in-process tests) share one bucket.
     pub fn of(parts: &Parts, hops: u8) -> Self {
         if hops > 0 {
-            let entries: Vec<&str> = parts
+            // From the right, without collecting: the `hops`-th entry, or the last seen (leftmost).
+            let from_right = parts
                 .headers
                 .get_all("x-forwarded-for")
                 .iter()
+                .rev()
                 .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
+                .flat_map(|v| v.rsplit(','))
                 .map(str::trim)
-                .filter(|entry| !entry.is_empty())
-                .collect();
-            let from_right = usize::from(hops).min(entries.len());
-            let trusted = entries
-                .len()
-                .checked_sub(from_right)
-                .and_then(|i| entries.get(i));
+                .filter(|entry| !entry.is_empty());
+            let trusted = from_right.take(usize::from(hops)).last();
             if let Some(ip) = trusted.and_then(|entry| entry.parse::<IpAddr>().ok()) {
                 return Self(ip);
             }
