@@ -141,6 +141,21 @@ pub struct Config {
           value_parser = clap::builder::BoolishValueParser::new())]
     pub no_telemetry: bool,
 
+    /// Most connections open at once. At the cap, new connections wait in the kernel's queue until one
+    /// closes. Lowered to fit under the open-file limit, which the relay raises to its hard maximum.
+    #[arg(long, env = "RELAY_MAX_CONNECTIONS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Longest a client may take to send a request's line and headers, from their first byte.
+    #[arg(long, env = "RELAY_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub header_read_timeout: Duration,
+
+    /// How long a connection may stay open with no request in flight and no traffic (keep-alive).
+    /// Behind a load balancer, keep it longer than the balancer's own idle timeout (60 s on AWS's).
+    #[arg(long, env = "RELAY_IDLE_TIMEOUT", default_value = "75s", value_parser = positive_duration)]
+    pub idle_timeout: Duration,
+
     /// How long graceful shutdown waits for in-flight requests after SIGTERM/SIGINT.
     #[arg(long, env = "RELAY_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
@@ -171,6 +186,15 @@ impl Config {
             (0, true) => 1,
             (hops, _) => hops,
         }
+    }
+}
+
+/// A duration above zero, as `10s`, `1m30s`, `500ms`.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if duration.is_zero() => Err("must be above zero".to_owned()),
+        Ok(duration) => Ok(duration),
+        Err(error) => Err(error.to_string()),
     }
 }
 

@@ -28,6 +28,7 @@ pub async fn run(config: Config) -> Result<(), lambda_http::Error> {
     RelayStarted {
         listen: "lambda",
         store: &config.store.to_string(),
+        max_connections: None,
     }
     .emit();
     let emf = ServiceBuilder::new()

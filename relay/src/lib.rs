@@ -10,6 +10,8 @@ pub mod http;
 pub mod lambda;
 /// Secrets read at start: the admin token from Secrets Manager.
 pub mod secrets;
+/// The accept loop: connection cap, head and idle timeouts, closing connections at shutdown.
+pub mod server;
 /// The message service shared by `/messages` and `/paste`: store + cache + events.
 pub mod service;
 /// Build the Router and serve it.

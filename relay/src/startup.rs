@@ -1,7 +1,6 @@
 //! Build the application from a `Config`: open the store, assemble the one Router (routes, state, and
 //! every layer, applied once), start the background tasks, and serve until a shutdown signal.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +31,7 @@ use crate::http::layers::{NewRequestId, RateLimit, drop_malformed_request_id, ra
 use crate::http::openapi::ApiDoc;
 use crate::http::response_step::ResponseStepLayer;
 use crate::http::{AppState, Context, app_log, assets, health, messages, paste, saved};
+use crate::server::{self, ConnectionLimits};
 use crate::service::Messages;
 use crate::store::dynamodb::DynamoStore;
 use crate::store::memory::MemoryStore;
@@ -269,11 +269,12 @@ fn spawn_sweeper(store: DynStore, interval: Duration) -> JoinHandle<()> {
 }
 
 impl App {
-    /// Serve on `listener` until `shutdown` resolves, then drain for at most `grace` (or until `now`
-    /// resolves: a second stop signal) and close the store.
+    /// Serve on `listener` within `limits` until `shutdown` resolves, then drain for at most `grace`
+    /// (or until `now` resolves: a second stop signal) and close the store.
     pub async fn serve(
         self,
         listener: TcpListener,
+        limits: ConnectionLimits,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
         now: impl std::future::Future<Output = ()> + Send + 'static,
         grace: Duration,
@@ -281,37 +282,13 @@ impl App {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
+            tracing::info!(message = "Shutting down: draining in-flight requests.");
             let _ = stop_tx.send(true);
         });
-        let mut graceful = stop_rx.clone();
-        let mut deadline = stop_rx;
-        let draining = async move {
-            let _ = graceful.wait_for(|stop| *stop).await;
-            tracing::info!(message = "Shutting down: draining in-flight requests.");
-        };
-        // axum's make-services: with the peer address (`ConnectInfo`) only when the rate limiter, its one
-        // reader, is on, since adding it costs allocations on every request.
-        let server: std::pin::Pin<
-            Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>,
-        > = if self.peer_addresses {
-            let make = self
-                .router
-                .into_make_service_with_connect_info::<SocketAddr>();
-            Box::pin(
-                axum::serve(listener, make)
-                    .with_graceful_shutdown(draining)
-                    .into_future(),
-            )
-        } else {
-            let make = self.router.into_make_service();
-            Box::pin(
-                axum::serve(listener, make)
-                    .with_graceful_shutdown(draining)
-                    .into_future(),
-            )
-        };
+        let mut deadline = stop_rx.clone();
+        let server = server::serve(listener, self.router, self.peer_addresses, limits, stop_rx);
         tokio::select! {
-            result = server => result?,
+            () = server => {}
             _ = async {
                 let _ = deadline.wait_for(|stop| *stop).await;
                 tokio::time::sleep(grace).await;
@@ -395,6 +372,7 @@ pub struct Application {
     app: App,
     listener: TcpListener,
     addr: SocketAddr,
+    limits: ConnectionLimits,
     grace: Duration,
 }
 
@@ -409,10 +387,20 @@ impl Application {
         };
         let listener = TcpListener::bind(config.listen).await.map_err(bind)?;
         let addr = listener.local_addr().map_err(bind)?;
+        let open_files = server::raise_open_file_limit();
+        let (limits, lowered) = ConnectionLimits::new(config, open_files);
+        if lowered {
+            tracing::warn!(
+                message = "--max-connections lowered to fit under the open-file limit.",
+                max_connections = limits.max_connections as u64,
+                open_files
+            );
+        }
         Ok(Self {
             app,
             listener,
             addr,
+            limits,
             grace: config.shutdown_grace,
         })
     }
@@ -429,6 +417,10 @@ impl Application {
         self.app.store.clone()
     }
 
+    pub fn limits(&self) -> ConnectionLimits {
+        self.limits
+    }
+
     /// Serve until `shutdown` resolves, drain for the grace period, close the store.
     pub async fn run_until_stopped(
         self,
@@ -436,7 +428,7 @@ impl Application {
     ) -> std::io::Result<()> {
         let never = std::future::pending::<()>();
         self.app
-            .serve(self.listener, shutdown, never, self.grace)
+            .serve(self.listener, self.limits, shutdown, never, self.grace)
             .await
     }
 
@@ -444,7 +436,13 @@ impl Application {
     /// close the store.
     pub async fn run_until_signalled(self, signals: StopSignals) -> std::io::Result<()> {
         self.app
-            .serve(self.listener, signals.nth(1), signals.nth(2), self.grace)
+            .serve(
+                self.listener,
+                self.limits,
+                signals.nth(1),
+                signals.nth(2),
+                self.grace,
+            )
             .await
     }
 }
@@ -457,6 +455,7 @@ pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     RelayStarted {
         listen: &application.local_addr().to_string(),
         store: &config.store.to_string(),
+        max_connections: Some(application.limits().max_connections),
     }
     .emit();
     application.run_until_signalled(signals).await?;

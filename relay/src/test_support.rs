@@ -216,10 +216,27 @@ pub fn free_port() -> u16 {
 /// `RELAY_LISTEN`, rate limiting off, `RUST_LOG=warn`, each overridable) and wait until `/readyz` is 200.
 /// Its stdout is collected and returned by `stop`.
 pub async fn spawn_binary(binary: &str, envs: &[(&str, &str)]) -> RelayProcess {
+    spawn_binary_under(&[], binary, envs).await
+}
+
+/// [`spawn_binary`] through a wrapper that execs it (`["prlimit", "--nofile=256"]`: the process is
+/// still the relay's).
+pub async fn spawn_binary_under(
+    wrapper: &[&str],
+    binary: &str,
+    envs: &[(&str, &str)],
+) -> RelayProcess {
     use std::io::Read;
     use std::process::{Command, Stdio};
     let port = free_port();
-    let mut command = Command::new(binary);
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(binary);
+            command
+        }
+        None => Command::new(binary),
+    };
     command
         .env("RELAY_LISTEN", format!("127.0.0.1:{port}"))
         .env("RELAY_RATE_LIMIT", "0")

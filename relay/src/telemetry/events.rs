@@ -231,6 +231,120 @@ impl Event for LogLinesDropped {
     }
 }
 
+/// Why a connection ended, a bounded metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed it, or keep-alive ended normally.
+    Closed,
+    /// No request and no traffic for the idle timeout.
+    IdleTimeout,
+    /// A request head began but was not complete within the header-read timeout.
+    HeaderTimeout,
+    /// hyper answered 431: the request head was over the limit.
+    HeadTooLarge,
+    /// hyper answered 414.
+    UriTooLong,
+    /// hyper answered 400: the request line or a header could not be parsed.
+    Malformed,
+    /// Closed by a shutdown while no request was in flight.
+    Shutdown,
+    /// The connection failed mid-message (reset, broken pipe, body cut short).
+    Broken,
+}
+
+impl CloseReason {
+    pub const ALL: [CloseReason; 8] = [
+        Self::Closed,
+        Self::IdleTimeout,
+        Self::HeaderTimeout,
+        Self::HeadTooLarge,
+        Self::UriTooLong,
+        Self::Malformed,
+        Self::Shutdown,
+        Self::Broken,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::IdleTimeout => "idle_timeout",
+            Self::HeaderTimeout => "header_timeout",
+            Self::HeadTooLarge => "head_too_large",
+            Self::UriTooLong => "uri_too_long",
+            Self::Malformed => "malformed",
+            Self::Shutdown => "shutdown",
+            Self::Broken => "broken",
+        }
+    }
+
+    /// The status hyper answered with by itself, before the request reached the router.
+    pub const fn refused_with(self) -> Option<u16> {
+        match self {
+            Self::HeadTooLarge => Some(431),
+            Self::UriTooLong => Some(414),
+            Self::Malformed => Some(400),
+            _ => None,
+        }
+    }
+}
+
+/// A connection was accepted.
+pub struct ConnectionOpened;
+
+impl Event for ConnectionOpened {
+    fn emit(self) {
+        metrics::gauge!(Metric::HttpConnectionsOpen.as_str()).increment(1.0);
+    }
+}
+
+/// A connection ended (each accepted connection emits this once). Requests hyper refused by itself
+/// get an `info` line, as they get no request line; a head timeout too (a slow or hostile client).
+pub struct ConnectionClosed {
+    pub reason: CloseReason,
+}
+
+impl Event for ConnectionClosed {
+    fn emit(self) {
+        let reason = self.reason.as_str();
+        if let Some(status) = self.reason.refused_with() {
+            tracing::info!(message = "Request refused before routing.", reason, status);
+        } else if self.reason == CloseReason::HeaderTimeout {
+            tracing::info!(message = "Connection closed: request head not received in time.");
+        } else {
+            tracing::debug!(message = "Connection closed.", reason);
+        }
+        metrics::gauge!(Metric::HttpConnectionsOpen.as_str()).decrement(1.0);
+        metrics::counter!(Metric::HttpConnectionsClosedTotal.as_str(), "reason" => reason)
+            .increment(1);
+    }
+}
+
+/// Every connection slot is taken: accepting pauses until a connection closes (new ones wait in the
+/// kernel's queue). Emitted once each time the cap is reached.
+pub struct ConnectionLimitReached {
+    pub limit: usize,
+}
+
+impl Event for ConnectionLimitReached {
+    fn emit(self) {
+        tracing::warn!(
+            message = "Connection limit reached: new connections wait until one closes.",
+            limit = self.limit as u64
+        );
+    }
+}
+
+/// Accepting a connection failed (out of descriptors or memory, for a moment).
+pub struct AcceptFailed<'a> {
+    pub error: &'a std::io::Error,
+}
+
+impl Event for AcceptFailed<'_> {
+    fn emit(self) {
+        tracing::warn!(message = "Accepting a connection failed.", error = %self.error);
+    }
+}
+
 /// A Lambda sandbox served its first request.
 pub struct ColdStart;
 
@@ -245,6 +359,8 @@ impl Event for ColdStart {
 pub struct RelayStarted<'a> {
     pub listen: &'a str,
     pub store: &'a str,
+    /// The connection cap (server runtime).
+    pub max_connections: Option<usize>,
 }
 
 impl Event for RelayStarted<'_> {
@@ -252,7 +368,8 @@ impl Event for RelayStarted<'_> {
         tracing::info!(
             message = "Relay started.",
             listen = self.listen,
-            store = self.store
+            store = self.store,
+            max_connections = self.max_connections.map(|n| n as u64)
         );
     }
 }
@@ -283,6 +400,10 @@ pub fn register_rare_event_counters<'a>(routes: impl Iterator<Item = &'a str>) {
     }
     for reason in AuthFailure::ALL {
         metrics::counter!(Metric::AdminAuthFailuresTotal.as_str(), "reason" => reason.as_str())
+            .increment(0);
+    }
+    for reason in CloseReason::ALL {
+        metrics::counter!(Metric::HttpConnectionsClosedTotal.as_str(), "reason" => reason.as_str())
             .increment(0);
     }
 }

@@ -27,6 +27,9 @@ pub struct Spec {
     pub unit: Unit,
     pub labels: &'static [&'static str],
     pub help: &'static str,
+    /// Emitted by the server runtime only (a Lambda has no connections of its own): on the Grafana
+    /// dashboard, not on CloudWatch's.
+    pub server_only: bool,
 }
 
 /// Declares `Metric` (one variant per line), `Metric::ALL` in this order, and `Metric::spec`.
@@ -49,6 +52,10 @@ macro_rules! catalog {
                         unit: Unit::$unit,
                         labels: &[$($label),*],
                         help: $help,
+                        server_only: matches!(
+                            Metric::$metric,
+                            Metric::HttpConnectionsOpen | Metric::HttpConnectionsClosedTotal
+                        ),
                     },)*
                 }
             }
@@ -65,6 +72,10 @@ catalog! {
         "HTTP requests answered, by route template, method and status class.";
     HttpRequestDurationSeconds => "relay_http_request_duration_seconds", Histogram, Seconds, ["route", "method"],
         "Time from request received to response headers sent.";
+    HttpConnectionsOpen => "relay_http_connections_open", Gauge, Count, [],
+        "Connections open now (server runtime; at --max-connections, new ones wait).";
+    HttpConnectionsClosedTotal => "relay_http_connections_closed_total", Counter, Count, ["reason"],
+        "Connections ended, by reason: closed, idle_timeout, header_timeout, head_too_large (431), uri_too_long (414), malformed (400), shutdown, broken (server runtime).";
     StoreOperationDurationSeconds => "relay_store_operation_duration_seconds", Histogram, Seconds, ["backend", "op"],
         "Time taken by each store operation, successful or not.";
     StoreErrorsTotal => "relay_store_errors_total", Counter, Count, ["backend", "op", "error_code"],

@@ -7,3 +7,9 @@ pub use relay::test_support::*;
 pub async fn spawn_binary(envs: &[(&str, &str)]) -> RelayProcess {
     relay::test_support::spawn_binary(env!("CARGO_BIN_EXE_relay"), envs).await
 }
+
+/// Start this build's relay binary through a wrapper that execs it (see
+/// `relay::test_support::spawn_binary_under`).
+pub async fn spawn_binary_under(wrapper: &[&str], envs: &[(&str, &str)]) -> RelayProcess {
+    relay::test_support::spawn_binary_under(wrapper, env!("CARGO_BIN_EXE_relay"), envs).await
+}

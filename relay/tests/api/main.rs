@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod app_log;
+mod connections;
 mod durability;
 mod dynamodb;
 mod health;
