@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::domain::MESSAGE_BYTES_CEILING;
+use crate::store::sqlite::IntegrityCheck;
 
 /// relay: an observability-first HTTP message relay.
 ///
@@ -52,6 +53,12 @@ pub struct Config {
     /// and region from the usual AWS environment) or `memory:` (lost on exit).
     #[arg(long, env = "RELAY_STORE", default_value = "sqlite:./data/relay.db")]
     pub store: StoreUri,
+
+    /// How the SQLite database is checked for corruption at start: `quick` (`PRAGMA quick_check`,
+    /// every page and record), `full` (`PRAGMA integrity_check`, indexes too, slower) or `off`.
+    /// A corrupt file is refused, with the way to recover it.
+    #[arg(long, env = "RELAY_INTEGRITY_CHECK", value_enum, default_value_t = IntegrityCheck::Quick)]
+    pub integrity_check: IntegrityCheck,
 
     /// DynamoDB endpoint for a local DynamoDB-API server, e.g. `http://127.0.0.1:8000`
     /// (`AWS_ENDPOINT_URL` works too; this flag wins). Unset: the region's DynamoDB.

@@ -60,7 +60,7 @@ pub struct App {
 pub async fn open_store(config: &Config) -> Result<DynStore, StoreError> {
     let inner: DynStore = match &config.store {
         StoreUri::Memory => Arc::new(MemoryStore::new()),
-        StoreUri::Sqlite(path) => Arc::new(SqliteStore::open(path)?),
+        StoreUri::Sqlite(path) => Arc::new(SqliteStore::open(path, config.integrity_check)?),
         StoreUri::Dynamodb { table } => {
             Arc::new(DynamoStore::connect(table, config.dynamodb_endpoint.as_deref()).await?)
         }

@@ -226,6 +226,21 @@ pub async fn spawn_binary_under(
     binary: &str,
     envs: &[(&str, &str)],
 ) -> RelayProcess {
+    start_binary(wrapper, binary, envs, "/readyz").await
+}
+
+/// [`spawn_binary`], but waiting only until the relay is alive (`/healthz`), for a relay that serves
+/// without being ready.
+pub async fn spawn_binary_live(binary: &str, envs: &[(&str, &str)]) -> RelayProcess {
+    start_binary(&[], binary, envs, "/healthz").await
+}
+
+async fn start_binary(
+    wrapper: &[&str],
+    binary: &str,
+    envs: &[(&str, &str)],
+    wait_for: &str,
+) -> RelayProcess {
     use std::io::Read;
     use std::process::{Command, Stdio};
     let port = free_port();
@@ -257,15 +272,22 @@ pub async fn spawn_binary_under(
     let client = reqwest::Client::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+        if let Ok(r) = client.get(format!("{base}{wait_for}")).send().await
             && r.status() == StatusCode::OK
         {
             break;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the relay did not become ready"
-        );
+        // Exited, or still not answering: say what it printed.
+        let exited = child.try_wait().ok().flatten();
+        if exited.is_some() || std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let status = child.wait().ok();
+            let printed = stdout.join().unwrap_or_default();
+            panic!(
+                "the relay did not answer {wait_for} with 200 within 20 s (exit: {status:?}); \
+                 it printed:\n{printed}"
+            );
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     RelayProcess {

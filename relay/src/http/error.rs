@@ -86,9 +86,12 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::NotFound => Self::MessageNotFound,
             StoreError::PreconditionFailed => Self::PreconditionFailed,
-            StoreError::Busy(_) | StoreError::Unavailable(_) => Self::Unavailable {
-                retry_after: UNAVAILABLE_RETRY_AFTER,
-            },
+            // A corrupt page is the store's failure, never the client's: 503, as for an outage.
+            StoreError::Busy(_) | StoreError::Unavailable(_) | StoreError::Corrupt(_) => {
+                Self::Unavailable {
+                    retry_after: UNAVAILABLE_RETRY_AFTER,
+                }
+            }
             StoreError::Internal(detail) => Self::Internal(detail),
         }
     }

@@ -34,7 +34,10 @@ pub enum StoreError {
     /// The store cannot be reached or has shut down.
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
-    /// Anything else: a bug or corruption, never a client mistake.
+    /// The stored data is damaged (a corrupt page): nothing a retry fixes, and not a client mistake.
+    #[error("the store is corrupt: {0}")]
+    Corrupt(String),
+    /// Anything else: a bug, never a client mistake.
     #[error("store failure: {0}")]
     Internal(String),
 }
@@ -42,7 +45,7 @@ pub enum StoreError {
 impl StoreError {
     /// The codes of the errors that are faults ([`Self::is_fault`]): the values the store error counter's
     /// `error_code` label takes, registered at 0 when the router is built.
-    pub const FAULT_CODES: [&'static str; 3] = ["busy", "unavailable", "internal"];
+    pub const FAULT_CODES: [&'static str; 4] = ["busy", "unavailable", "corrupt", "internal"];
 
     pub fn code(&self) -> &'static str {
         match self {
@@ -50,6 +53,7 @@ impl StoreError {
             Self::PreconditionFailed => "precondition_failed",
             Self::Busy(_) => "busy",
             Self::Unavailable(_) => "unavailable",
+            Self::Corrupt(_) => "corrupt",
             Self::Internal(_) => "internal",
         }
     }
@@ -58,7 +62,7 @@ impl StoreError {
     pub fn is_fault(&self) -> bool {
         matches!(
             self,
-            Self::Busy(_) | Self::Unavailable(_) | Self::Internal(_)
+            Self::Busy(_) | Self::Unavailable(_) | Self::Corrupt(_) | Self::Internal(_)
         )
     }
 }
@@ -227,6 +231,7 @@ mod fault_code_tests {
             StoreError::PreconditionFailed,
             StoreError::Busy(String::new()),
             StoreError::Unavailable(String::new()),
+            StoreError::Corrupt(String::new()),
             StoreError::Internal(String::new()),
         ];
         let faults: Vec<&str> = every

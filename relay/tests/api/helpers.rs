@@ -13,3 +13,9 @@ pub async fn spawn_binary(envs: &[(&str, &str)]) -> RelayProcess {
 pub async fn spawn_binary_under(wrapper: &[&str], envs: &[(&str, &str)]) -> RelayProcess {
     relay::test_support::spawn_binary_under(wrapper, env!("CARGO_BIN_EXE_relay"), envs).await
 }
+
+/// Start this build's relay binary and wait until it is alive, not ready (see
+/// `relay::test_support::spawn_binary_live`).
+pub async fn spawn_binary_live(envs: &[(&str, &str)]) -> RelayProcess {
+    relay::test_support::spawn_binary_live(env!("CARGO_BIN_EXE_relay"), envs).await
+}

@@ -5,6 +5,7 @@
 
 mod app_log;
 mod connections;
+mod disks;
 mod durability;
 mod dynamodb;
 mod health;

@@ -7,16 +7,30 @@
 //! Reads use a small pool of read-only connections on the blocking thread pool; WAL lets them run
 //! alongside the writer.
 //!
-//! Must never: hold a connection across an `.await`, or acknowledge a write before its commit returned.
+//! Readiness means "writes succeed" ([`health`]): after a write fault it probes with a write. The
+//! files around the database are watched ([`files`]): the lock, the file's identity, the
+//! shared-memory file, corruption at start; a disk too full to open for writing still serves reads.
+//!
+//! Must never: hold a connection across an `.await`, acknowledge a write before its commit returned,
+//! or write to a file found corrupt.
+
+mod errors;
+mod files;
+mod health;
+
+pub use files::IntegrityCheck;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use self::errors::{clone_error, map_err};
+use self::files::{FileIdentity, check_integrity, open_reader, take_lock, wal_is_empty};
+use self::health::{Health, Verdict};
 use super::{Backend, Created, Store, StoreError, StoreResult};
 use crate::domain::{
     IdempotencyKey, LogCursor, LogPage, Message, MessageBody, MessageId, MessageUpdate, PageLimit,
@@ -64,49 +78,71 @@ INSERT OR IGNORE INTO counters(name, value) VALUES ('messages', 0), ('app_log', 
 
 pub struct SqliteStore {
     path: PathBuf,
-    /// `<database>.lock`, locked exclusively for as long as this store lives ([`take_lock`]).
+    /// `<database>.lock`, locked exclusively for as long as this store lives (`files::take_lock`).
     _lock: std::fs::File,
-    /// The file opened, to notice it deleted or replaced under the running relay ([`FileIdentity`]).
-    identity: FileIdentity,
-    writer: mpsc::Sender<Command>,
-    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The file opened, to notice it deleted, replaced or its shared memory unwritable.
+    files: FileIdentity,
+    writes: Writes,
+    health: Arc<Health>,
+    /// Readers open the database file alone (`immutable`), when it could not be opened for writing.
+    immutable: bool,
     readers: Mutex<Vec<Connection>>,
     read_permits: Semaphore,
 }
 
+/// Where writes go.
+enum Writes {
+    /// To the writer thread.
+    Thread {
+        tx: mpsc::Sender<Command>,
+        thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    },
+    /// Nowhere: the database could not be opened for writing at start (a full disk, a read-only file
+    /// system); this says why. Reads are served.
+    Refused(String),
+}
+
 impl SqliteStore {
-    /// Open (creating if needed) the database at `path`, with its parent directories.
-    pub fn open(path: &Path) -> StoreResult<Self> {
+    /// Open (creating if needed) the database at `path`, with its parent directories, after checking it
+    /// as `check` says. If it cannot be opened for writing but its file holds every committed write,
+    /// it is opened for reads only: reads are served, writes and readiness fail with the reason.
+    pub fn open(path: &Path, check: IntegrityCheck) -> StoreResult<Self> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| {
                 StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
             })?;
         }
         let lock = take_lock(path)?;
-        let conn = Connection::open(path).map_err(map_err)?;
-        let identity = FileIdentity::of(path)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = FULL;
-             PRAGMA busy_timeout = 5000;",
-        )
-        .map_err(map_err)?;
-        migrate(&conn)?;
-
-        let (tx, rx) = mpsc::channel(4 * MAX_GROUP);
-        let writer_thread = std::thread::Builder::new()
-            .name("sqlite-writer".into())
-            .spawn({
-                let identity = identity.clone();
-                move || run_writer(conn, rx, identity)
-            })
-            .map_err(|e| StoreError::Internal(format!("cannot start the writer thread: {e}")))?;
+        let health = Arc::new(Health::default());
+        let (files, writes, immutable) = match open_for_writing(path, check) {
+            Ok((conn, files)) => {
+                let (tx, rx) = mpsc::channel(4 * MAX_GROUP);
+                let thread = std::thread::Builder::new()
+                    .name("sqlite-writer".into())
+                    .spawn({
+                        let files = files.clone();
+                        let health = health.clone();
+                        move || run_writer(conn, rx, files, health)
+                    })
+                    .map_err(|e| {
+                        StoreError::Internal(format!("cannot start the writer thread: {e}"))
+                    })?;
+                let thread = Mutex::new(Some(thread));
+                (files, Writes::Thread { tx, thread }, false)
+            }
+            Err(error @ StoreError::Unavailable(_)) => {
+                let (files, reason) = open_for_reading(path, check, error)?;
+                (files, Writes::Refused(reason), true)
+            }
+            Err(error) => return Err(named(path, error)),
+        };
         Ok(Self {
             path: path.to_owned(),
             _lock: lock,
-            identity,
-            writer: tx,
-            writer_thread: Mutex::new(Some(writer_thread)),
+            files,
+            writes,
+            health,
+            immutable,
             readers: Mutex::new(Vec::new()),
             read_permits: Semaphore::new(READERS),
         })
@@ -118,15 +154,22 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
+        let tx = match &self.writes {
+            Writes::Thread { tx, .. } => tx,
+            Writes::Refused(reason) => return Err(StoreError::Unavailable(reason.clone())),
+        };
+        if let Some(corrupt) = self.health.refuse_writes() {
+            return Err(corrupt);
+        }
         let (reply, result) = oneshot::channel();
         let job = Box::new(TypedJob { f, reply });
-        self.writer
-            .send(Command::Write(job))
+        tx.send(Command::Write(job))
             .await
             .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
         result
             .await
             .map_err(|_| StoreError::Unavailable("the writer stopped".into()))?
+            .map_err(|e| named(&self.path, e))
     }
 
     /// Run `f` on a pooled read connection on the blocking thread pool.
@@ -140,10 +183,12 @@ impl SqliteStore {
             .acquire()
             .await
             .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
+        // A read may write to the shared memory too (its read mark).
+        self.files.check_shm()?;
         let pooled = self.readers.lock().ok().and_then(|mut pool| pool.pop());
         let conn = match pooled {
             Some(conn) => conn,
-            None => open_reader(&self.path)?,
+            None => open_reader(&self.path, self.immutable)?,
         };
         let (conn, result) = tokio::task::spawn_blocking(move || {
             let result = f(&conn);
@@ -154,101 +199,69 @@ impl SqliteStore {
         if let Ok(mut pool) = self.readers.lock() {
             pool.push(conn);
         }
-        result
-    }
-}
-
-/// One relay per database file: a second one would answer reads from its own cache after the first
-/// deleted or changed the message. The lock is an exclusive advisory lock on `<database>.lock` (flock
-/// on Unix), held by the open file, so the operating system releases it when the process ends, however
-/// it ends; the file itself stays and is harmless.
-fn take_lock(path: &Path) -> StoreResult<std::fs::File> {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".lock");
-    let lock_path = PathBuf::from(name);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| {
-            StoreError::Unavailable(format!("cannot open {}: {e}", lock_path.display()))
-        })?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Unavailable(format!(
-            "another relay is using {} (it holds {}): stop it, or give this one its own --store path",
-            path.display(),
-            lock_path.display()
-        ))),
-        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Unavailable(format!(
-            "cannot lock {}: {e}",
-            lock_path.display()
-        ))),
-    }
-}
-
-/// Which file the store opened: its device and inode (Unix), compared with what the path names now.
-/// SQLite keeps writing to an open file that was deleted (or renamed over), and those writes are gone
-/// at the next start.
-#[derive(Debug, Clone)]
-struct FileIdentity {
-    path: PathBuf,
-    #[cfg(unix)]
-    id: (u64, u64),
-}
-
-impl FileIdentity {
-    fn of(path: &Path) -> StoreResult<Self> {
-        let metadata = std::fs::metadata(path)
-            .map_err(|e| StoreError::Unavailable(format!("cannot stat {}: {e}", path.display())))?;
-        #[cfg(not(unix))]
-        let _ = metadata;
-        Ok(Self {
-            path: path.to_owned(),
-            #[cfg(unix)]
-            id: {
-                use std::os::unix::fs::MetadataExt;
-                (metadata.dev(), metadata.ino())
-            },
+        result.map_err(|e| {
+            let e = named(&self.path, e);
+            self.health.read_failed(&e);
+            e
         })
     }
+}
 
-    /// `Unavailable` when the path no longer names the file that is open.
-    fn check(&self) -> StoreResult<()> {
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::MetadataExt;
-            let path = self.path.display();
-            match std::fs::metadata(&self.path) {
-                Ok(now) if (now.dev(), now.ino()) == self.id => Ok(()),
-                Ok(_) => Err(StoreError::Unavailable(format!(
-                    "{path} was replaced by another file while the relay had it open: writes refused; \
-                     restart the relay to open the new file"
-                ))),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    Err(StoreError::Unavailable(format!(
-                        "{path} was deleted while the relay had it open: writes refused (they would be lost); \
-                     restore the file from a backup, or restart to begin with an empty store"
-                    )))
-                }
-                Err(e) => Err(StoreError::Unavailable(format!("cannot stat {path}: {e}"))),
-            }
+/// Name the file in a corruption error, with the way out (once: an error from `files::corrupt`
+/// already names it).
+fn named(path: &Path, error: StoreError) -> StoreError {
+    match error {
+        StoreError::Corrupt(detail) if !detail.contains("sqlite3 ") => {
+            files::corrupt(path, &detail)
         }
-        #[cfg(not(unix))]
-        Ok(())
+        error => error,
     }
 }
 
-fn open_reader(path: &Path) -> StoreResult<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+/// The writer's connection: WAL, `synchronous=FULL`, checked, migrated.
+fn open_for_writing(path: &Path, check: IntegrityCheck) -> StoreResult<(Connection, FileIdentity)> {
+    let conn = Connection::open(path).map_err(map_err)?;
+    let files = FileIdentity::of(path)?;
+    // Before SQLite maps it: a write to an unwritable shared-memory file is a SIGBUS.
+    files.check_shm()?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA busy_timeout = 5000;",
     )
     .map_err(map_err)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))
-        .map_err(map_err)?;
-    Ok(conn)
+    check_integrity(&conn, path, check)?;
+    migrate(&conn)?;
+    Ok((conn, files))
+}
+
+/// After `error` prevented opening for writing: reads only, if the database file alone holds every
+/// committed write and has the schema; else `error` stands.
+fn open_for_reading(
+    path: &Path,
+    check: IntegrityCheck,
+    error: StoreError,
+) -> StoreResult<(FileIdentity, String)> {
+    if !wal_is_empty(path) {
+        return Err(error);
+    }
+    let Ok(conn) = open_reader(path, true) else {
+        return Err(error);
+    };
+    check_integrity(&conn, path, check).map_err(|e| named(path, e))?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap_or(0);
+    if version != SCHEMA_VERSION {
+        return Err(error);
+    }
+    let files = FileIdentity::of(path)?;
+    let reason = format!(
+        "{} could not be opened for writing ({error}): serving reads only, refusing writes. Free space \
+         on its disk (or make it writable), then restart the relay",
+        path.display()
+    );
+    Ok((files, reason))
 }
 
 fn migrate(conn: &Connection) -> StoreResult<()> {
@@ -259,6 +272,10 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
         return Err(StoreError::Internal(format!(
             "the database has schema version {version}; this relay knows up to {SCHEMA_VERSION}"
         )));
+    }
+    if version == SCHEMA_VERSION {
+        // Nothing to write: a start on a full disk must not fail here.
+        return Ok(());
     }
     conn.execute_batch(SCHEMA).map_err(map_err)?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)
@@ -275,7 +292,8 @@ enum Command {
 /// A write waiting for the next transaction. `run` executes it inside that transaction and hands back
 /// a `Reply`, called with the transaction's outcome once it is known.
 trait WriteJob: Send {
-    fn run(self: Box<Self>, conn: &Connection) -> (bool, Reply);
+    /// Run the job; `Ok` if its changes are to be kept, else its error (a fault or a refusal).
+    fn run(self: Box<Self>, conn: &Connection) -> (Result<(), StoreError>, Reply);
     fn fail(self: Box<Self>, error: StoreError);
     /// The caller stopped waiting (its request timed out and was answered 503): the job must not run,
     /// or a write the client was told failed would be stored.
@@ -294,10 +312,13 @@ where
     T: Send + 'static,
     F: FnOnce(&Connection) -> StoreResult<T> + Send,
 {
-    fn run(self: Box<Self>, conn: &Connection) -> (bool, Reply) {
+    fn run(self: Box<Self>, conn: &Connection) -> (Result<(), StoreError>, Reply) {
         let TypedJob { f, reply } = *self;
         let result = f(conn);
-        let ok = result.is_ok();
+        let ok = match &result {
+            Ok(_) => Ok(()),
+            Err(e) => Err(clone_error(e)),
+        };
         let reply: Reply = Box::new(move |outcome: StoreResult<()>| {
             // A result the caller can act on only once the transaction holding it has committed.
             let _ = reply.send(outcome.and(result));
@@ -314,7 +335,12 @@ where
     }
 }
 
-fn run_writer(mut conn: Connection, mut rx: mpsc::Receiver<Command>, identity: FileIdentity) {
+fn run_writer(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Command>,
+    files: FileIdentity,
+    health: Arc<Health>,
+) {
     let mut closing = None;
     while closing.is_none() {
         let Some(first) = rx.blocking_recv() else {
@@ -333,14 +359,19 @@ fn run_writer(mut conn: Connection, mut rx: mpsc::Receiver<Command>, identity: F
             }
         }
         if !batch.is_empty() {
-            // One stat per group: a write to a file deleted or replaced under us would be lost.
-            match identity.check() {
+            // One stat per group: a write to a file deleted or replaced under us would be lost, and
+            // one to an unwritable shared-memory file would crash.
+            let outcome = match files.check() {
                 Ok(()) => commit_group(&mut conn, batch),
                 Err(error) => {
                     for job in batch {
                         job.fail(clone_error(&error));
                     }
+                    Some(Err(error))
                 }
+            };
+            if let Some(outcome) = outcome {
+                health.writes(outcome.as_ref().map(|_| ()));
             }
         }
     }
@@ -351,12 +382,15 @@ fn run_writer(mut conn: Connection, mut rx: mpsc::Receiver<Command>, identity: F
     }
 }
 
-fn commit_group(conn: &mut Connection, batch: Vec<Box<dyn WriteJob>>) {
+/// Run a group of writes in one transaction and reply to each. Returns what the group says of the
+/// store's health: `Ok` if it committed and no write failed with a fault, else the fault; `None` if
+/// nothing ran.
+fn commit_group(conn: &mut Connection, batch: Vec<Box<dyn WriteJob>>) -> Option<StoreResult<()>> {
     // Jobs whose callers gave up while queued (behind a lock, a slow disk) are dropped unrun; what is
     // left of the window is the group's own transaction, a few milliseconds.
     let batch: Vec<_> = batch.into_iter().filter(|job| !job.caller_gone()).collect();
     if batch.is_empty() {
-        return;
+        return None;
     }
     let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
@@ -365,9 +399,10 @@ fn commit_group(conn: &mut Connection, batch: Vec<Box<dyn WriteJob>>) {
             for job in batch {
                 job.fail(clone_error(&error));
             }
-            return;
+            return Some(Err(error));
         }
     };
+    let mut fault = None;
     let mut replies = Vec::with_capacity(batch.len());
     for job in batch {
         // Beginning the transaction may have waited (busy_timeout) while callers gave up.
@@ -376,18 +411,33 @@ fn commit_group(conn: &mut Connection, batch: Vec<Box<dyn WriteJob>>) {
         }
         match tx.savepoint() {
             Ok(mut sp) => {
-                let (ok, reply) = job.run(&sp);
-                let kept = if ok {
-                    sp.commit().map_err(map_err)
-                } else {
-                    sp.rollback().map_err(map_err)
+                let (ran, reply) = job.run(&sp);
+                let kept = match ran {
+                    Ok(()) => sp.commit().map_err(map_err),
+                    Err(error) => {
+                        if error.is_fault() {
+                            fault.get_or_insert(error);
+                        }
+                        sp.rollback().map_err(map_err)
+                    }
                 };
+                if let Err(error) = &kept {
+                    fault.get_or_insert(clone_error(error));
+                }
                 replies.push((reply, kept));
             }
-            Err(e) => job.fail(map_err(e)),
+            Err(e) => {
+                let error = map_err(e);
+                fault.get_or_insert(clone_error(&error));
+                job.fail(error);
+            }
         }
     }
     let committed = tx.commit().map_err(map_err);
+    let health = match &committed {
+        Err(e) => Err(clone_error(e)),
+        Ok(()) => fault.map_or(Ok(()), Err),
+    };
     for (reply, kept) in replies {
         let outcome = match (&committed, kept) {
             (Err(e), _) => Err(clone_error(e)),
@@ -395,32 +445,7 @@ fn commit_group(conn: &mut Connection, batch: Vec<Box<dyn WriteJob>>) {
         };
         reply(outcome);
     }
-}
-
-fn clone_error(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::NotFound => StoreError::NotFound,
-        StoreError::PreconditionFailed => StoreError::PreconditionFailed,
-        StoreError::Busy(m) => StoreError::Busy(m.clone()),
-        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
-        StoreError::Internal(m) => StoreError::Internal(m.clone()),
-    }
-}
-
-fn map_err(e: rusqlite::Error) -> StoreError {
-    use rusqlite::ErrorCode;
-    match &e {
-        rusqlite::Error::SqliteFailure(f, _) => match f.code {
-            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => StoreError::Busy(e.to_string()),
-            ErrorCode::CannotOpen
-            | ErrorCode::DiskFull
-            | ErrorCode::ReadOnly
-            | ErrorCode::SystemIoFailure
-            | ErrorCode::PermissionDenied => StoreError::Unavailable(e.to_string()),
-            _ => StoreError::Internal(e.to_string()),
-        },
-        _ => StoreError::Internal(e.to_string()),
-    }
+    Some(health)
 }
 
 // ---- row mapping ------------------------------------------------------------------------------------
@@ -737,28 +762,64 @@ impl Store for SqliteStore {
         .await
     }
 
+    /// Ready means writes succeed: the files are as opened, nothing was found corrupt, and either no
+    /// write has failed since the last that committed (then a read proves the store answers) or a
+    /// probe write commits now.
     async fn ping(&self) -> StoreResult<()> {
-        if self.writer.is_closed() {
+        let tx = match &self.writes {
+            Writes::Thread { tx, .. } => tx,
+            Writes::Refused(reason) => return Err(StoreError::Unavailable(reason.clone())),
+        };
+        if tx.is_closed() {
             return Err(StoreError::Unavailable("the writer stopped".into()));
         }
-        self.identity.check()?;
-        self.read(|conn| {
-            conn.query_row(
-                "SELECT value FROM counters WHERE name = 'messages'",
-                [],
-                |_| Ok(()),
-            )
-            .map_err(map_err)
-        })
-        .await
+        self.files.check()?;
+        match self.health.verdict() {
+            Verdict::Failed(error) => Err(error),
+            Verdict::ProbeWrite => {
+                self.write(|conn| {
+                    conn.execute(
+                        "INSERT INTO counters(name, value) VALUES ('write_probe', 1)
+                         ON CONFLICT(name) DO UPDATE SET value = value + 1",
+                        [],
+                    )
+                    .map(|_| ())
+                    .map_err(map_err)
+                })
+                .await
+            }
+            Verdict::Read => {
+                self.read(|conn| {
+                    conn.query_row(
+                        "SELECT value FROM counters WHERE name = 'messages'",
+                        [],
+                        |_| Ok(()),
+                    )
+                    .map_err(map_err)
+                })
+                .await
+            }
+        }
     }
 
+    /// Close the readers, then the writer: the last connection to close checkpoints the log into the
+    /// database file and removes it and the shared-memory file, so a clean stop leaves the file alone
+    /// holding everything (what a start on a full or read-only disk needs).
     async fn close(&self) {
+        if let Ok(_all) = self.read_permits.acquire_many(READERS as u32).await {
+            if let Ok(mut pool) = self.readers.lock() {
+                pool.clear();
+            }
+            self.read_permits.close();
+        }
+        let Writes::Thread { tx, thread } = &self.writes else {
+            return;
+        };
         let (ack, done) = oneshot::channel();
-        if self.writer.send(Command::Close(ack)).await.is_ok() {
+        if tx.send(Command::Close(ack)).await.is_ok() {
             let _ = done.await;
         }
-        let handle = self.writer_thread.lock().ok().and_then(|mut h| h.take());
+        let handle = thread.lock().ok().and_then(|mut h| h.take());
         if let Some(handle) = handle {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
