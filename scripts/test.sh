@@ -2,7 +2,8 @@
 # The whole test suite, from a fresh machine: installs what it needs, then runs formatting, lints,
 # unit and API tests (real HTTP on loopback; DynamoDB and CloudWatch on a local moto server), the
 # durability tests (kill -9 of the real binary), the browser end-to-end tests (Debian's chromium driven
-# by playwright-core), schemathesis over the OpenAPI document, and the canary against a local relay.
+# by playwright-core), Redocly's lint and schemathesis over the OpenAPI document, and the canary
+# against a local relay.
 # Reports go to test-output/. Any missing tool is a failure with a message, never a skip.
 set -euo pipefail
 
@@ -43,7 +44,10 @@ cargo test --workspace 2>&1 | tee "$out/cargo-test.log" || fail "cargo test fail
 step "Browser end-to-end tests"
 RELAY_BIN="$root/target/debug/relay" bash scripts/e2e.sh
 
-step "Property-based API tests (schemathesis over /openapi.json, >= 1000 cases)"
+step "OpenAPI lint (Redocly CLI, recommended rules, 0 errors)"
+RELAY_BIN="$root/target/debug/relay" bash scripts/openapi-lint.sh
+
+step "Property-based API tests (schemathesis over /openapi.json, every check, >= 1000 cases)"
 RELAY_BIN="$root/target/debug/relay" bash scripts/schemathesis.sh
 
 step "Canary against a locally started relay (reports in test-output/canary/)"

@@ -230,25 +230,15 @@ impl Precondition {
         let Some(value) = value else {
             return Ok(Self::None);
         };
-        if value.trim() == "*" {
+        if value.trim_matches([' ', '\t']) == "*" {
             return Ok(Self::Exists);
         }
-        let mut revisions = Vec::new();
-        for tag in value.split(',') {
-            let tag = tag.trim();
-            let (weak, opaque) = match tag.strip_prefix("W/") {
-                Some(rest) => (true, rest),
-                None => (false, tag),
-            };
-            let inner = opaque
-                .strip_prefix('"')
-                .and_then(|t| t.strip_suffix('"'))
-                .filter(|t| t.bytes().all(|b| b == 0x21 || (0x23..=0x7e).contains(&b)))
-                .ok_or(MalformedIfMatch)?;
-            if let (false, Ok(revision)) = (weak, inner.parse::<u64>()) {
-                revisions.push(Revision(revision));
-            }
-        }
+        let revisions = entity_tags(value)
+            .ok_or(MalformedIfMatch)?
+            .into_iter()
+            .filter(|tag| !tag.weak)
+            .filter_map(|tag| tag.opaque.parse::<u64>().ok().map(Revision))
+            .collect();
         Ok(Self::RevisionIn(revisions))
     }
 
@@ -258,6 +248,57 @@ impl Precondition {
             Self::RevisionIn(revisions) => revisions.contains(&current),
         }
     }
+}
+
+/// One entity tag of a list: `W/"x"` is weak, `"x"` strong; `opaque` is what is between the quotes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntityTag<'a> {
+    pub weak: bool,
+    pub opaque: &'a str,
+}
+
+/// The entity tags of an `If-Match` or `If-None-Match` list (RFC 9110 §8.8.3: `1#entity-tag`, each
+/// `[W/] DQUOTE *etagc DQUOTE`, where etagc is `%x21 / %x23-7E`: a comma inside the quotes is part of
+/// the tag), or `None` if the value is not such a list. Empty list elements are allowed, as §5.6.1
+/// says a recipient must.
+pub fn entity_tags(value: &str) -> Option<Vec<EntityTag<'_>>> {
+    let is_ows = |b: u8| b == b' ' || b == b'\t';
+    let bytes = value.as_bytes();
+    let mut tags = Vec::new();
+    let mut i = 0;
+    loop {
+        while i < bytes.len() && (is_ows(bytes[i]) || bytes[i] == b',') {
+            i += 1;
+        }
+        if i == bytes.len() {
+            break;
+        }
+        let weak = value[i..].starts_with("W/");
+        if weak {
+            i += 2;
+        }
+        if bytes.get(i) != Some(&b'"') {
+            return None;
+        }
+        let start = i + 1;
+        let len = bytes[start..].iter().position(|&b| b == b'"')?;
+        let opaque = &value[start..start + len];
+        if !opaque
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x7e).contains(&b))
+        {
+            return None;
+        }
+        tags.push(EntityTag { weak, opaque });
+        i = start + len + 1;
+        while i < bytes.len() && is_ows(bytes[i]) {
+            i += 1;
+        }
+        if i < bytes.len() && bytes[i] != b',' {
+            return None;
+        }
+    }
+    (!tags.is_empty()).then_some(tags)
 }
 
 /// Why a header value is not an `If-Match` list.
@@ -454,6 +495,29 @@ mod tests {
         assert_eq!(p, Precondition::RevisionIn(vec![Revision(2), Revision(4)]));
         assert!(p.admits(Revision(4)));
         assert!(!p.admits(Revision(3)));
+    }
+
+    #[test]
+    fn entity_tag_lists_keep_commas_inside_quotes() {
+        let tags = entity_tags(" W/\"m[,>;\"\t,\t\"7\" , ,\"a,b\"").unwrap_or_default();
+        let opaque: Vec<_> = tags.iter().map(|t| (t.weak, t.opaque)).collect();
+        assert_eq!(opaque, [(true, "m[,>;"), (false, "7"), (false, "a,b")]);
+        for malformed in [
+            "",
+            ",",
+            "7",
+            "\"7",
+            "\"7\" x",
+            "W/7",
+            "\"a\"\"b\"",
+            "\"\u{e9}\"",
+        ] {
+            assert_eq!(entity_tags(malformed), None, "{malformed:?}");
+        }
+        assert_eq!(
+            Precondition::from_if_match(Some("\"x,2\", \"2\"")),
+            Ok(Precondition::RevisionIn(vec![Revision(2)]))
+        );
     }
 
     #[test]

@@ -5,12 +5,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use axum::{Extension, Router};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tower::ServiceBuilder;
@@ -28,7 +28,7 @@ use crate::domain::now;
 use crate::http::error::ApiError;
 use crate::http::extract::truncate;
 use crate::http::layers::{NewRequestId, RateLimit, drop_malformed_request_id, rate_limit};
-use crate::http::openapi::ApiDoc;
+use crate::http::openapi::{self, ApiDoc, OpenApiJson};
 use crate::http::response_step::ResponseStepLayer;
 use crate::http::{AppState, Context, app_log, assets, health, messages, paste, saved};
 use crate::server::{self, ConnectionLimits};
@@ -107,29 +107,26 @@ pub fn build(config: &Config, store: DynStore) -> App {
         }));
     }
 
-    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(api)
         .merge(health::router())
         .merge(assets::router())
         .split_for_parts();
+    openapi::finish(&mut openapi);
     // Serialized once: the document is fixed for the life of the process.
-    let spec = axum::body::Bytes::from(serde_json::to_vec(&openapi).unwrap_or_default());
+    let spec = OpenApiJson(axum::body::Bytes::from(
+        serde_json::to_vec(&openapi).unwrap_or_default(),
+    ));
     let router = router
         .route(
             "/openapi.json",
-            get(move || {
-                let spec = spec.clone();
-                async move { ([(header::CONTENT_TYPE, "application/json")], spec) }
-            }),
+            get(openapi::openapi_json).layer(Extension(spec)),
         )
         .fallback(route_not_found);
     // Every metric handle, the request metrics of each route and method the router serves among them,
     // registered once (the exporter is installed by now).
     if !config.no_telemetry {
-        let mut endpoints = vec![
-            ("/openapi.json", Method::GET),
-            (UNMATCHED_ROUTE, Method::GET),
-        ];
+        let mut endpoints = vec![(UNMATCHED_ROUTE, Method::GET)];
         for (path, item) in &openapi.paths.paths {
             for (method, operation) in [
                 (Method::GET, &item.get),

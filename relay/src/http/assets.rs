@@ -77,8 +77,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// The web app.
 #[utoipa::path(get, path = "/", tag = "web",
     responses(
-        (status = 200, description = "The web app's HTML page", body = String, content_type = "text/html"),
-        (status = 304, description = "Unchanged since the given ETag"),
+        (status = 200, description = "The web app's HTML page", body = String, content_type = "text/html", headers(("ETag" = String))),
+        (status = 304, description = "Unchanged since the given ETag", headers(("ETag" = String))),
     ))]
 pub async fn index(request: Request) -> Response {
     serve(&INDEX, &request)

@@ -13,7 +13,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{AppJson, IdPath, IdempotencyKeyHeader, IfNoneMatch};
 use super::problem::Problem;
 use super::{AppState, CachedMessage, Rendered, parse_ttl, rfc3339};
-use crate::domain::{MAX_TTL_SECONDS, Message, MessageUpdate, Precondition};
+use crate::domain::{MAX_TTL_SECONDS, Message, MessageUpdate, Precondition, entity_tags};
 use crate::service::CreateOutcome;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -116,7 +116,8 @@ const RESPONSE_HEADERS: usize = 12;
     request_body = MessageInput,
     responses(
         (status = 201, description = "Stored", body = MessageResource,
-            headers(("Location" = String, description = "/messages/{id}"), ("ETag" = String))),
+            headers(("Location" = String, description = "/messages/{id}"), ("ETag" = String),
+                ("Idempotency-Replayed" = String, description = "`true` when this answers a retry with the same Idempotency-Key: nothing new was stored"))),
         (status = 400, description = "Malformed JSON, missing or invalid field", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body or message too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
@@ -165,7 +166,7 @@ pub async fn count_messages(State(state): State<AppState>) -> ApiResult<Json<Mes
            ("If-None-Match" = Option<String>, Header, nullable = false, description = "An ETag from an earlier read")),
     responses(
         (status = 200, description = "The message", body = MessageResource, headers(("ETag" = String))),
-        (status = 304, description = "Unchanged since the given ETag"),
+        (status = 304, description = "Unchanged since the given ETag", headers(("ETag" = String))),
         (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such message, or expired", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
@@ -179,13 +180,15 @@ pub async fn get_message(
     let message = state.messages.get(id).await?;
     let rendered = rendered(&message);
     let etag = std::str::from_utf8(&rendered.etag).unwrap_or_default();
+    // Weak comparison (RFC 9110 §13.1.2): `W/"3"` matches `"3"`. A malformed value matches nothing.
+    let current = etag.trim_matches('"');
     let unchanged = if_none_match
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|tag| {
-            let tag = tag.trim();
-            tag == "*" || tag == etag || tag.strip_prefix("W/") == Some(etag)
+        .any(|value| {
+            value.trim_matches([' ', '\t']) == "*"
+                || entity_tags(value)
+                    .is_some_and(|tags| tags.iter().any(|tag| tag.opaque == current))
         });
     if unchanged {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
@@ -203,7 +206,7 @@ pub async fn get_message(
 /// With `If-Match`, the update applies only if the message still has that ETag (else 412).
 #[utoipa::path(put, path = "/messages/{id}", tag = "messages",
     params(("id" = uuid::Uuid, Path, description = "The message id (a UUID)"),
-           ("If-Match" = Option<String>, Header, nullable = false, description = "Apply only if the current ETag is one of these (or `*`); a malformed value is 400", pattern = r#"^\s*(\*|(W/)?"[!#-~]*"(\s*,\s*(W/)?"[!#-~]*")*)\s*$"#)),
+           ("If-Match" = Option<String>, Header, nullable = false, description = "Apply only if the current ETag is one of these (or `*`); a malformed value is 400", pattern = r#"^[ \t]*\*[ \t]*$|^[ \t,]*(W/)?"[!#-~]*"([ \t]*,[ \t,]*(W/)?"[!#-~]*")*[ \t,]*$"#)),
     request_body = MessageInput,
     responses(
         (status = 200, description = "Updated", body = MessageResource, headers(("ETag" = String))),

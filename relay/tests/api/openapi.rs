@@ -18,6 +18,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/healthz", &["get"]),
     ("/readyz", &["get"]),
     ("/metrics", &["get"]),
+    ("/openapi.json", &["get"]),
     ("/", &["get"]),
 ];
 
@@ -91,6 +92,61 @@ async fn every_documented_status_has_a_problem_body_or_is_a_success() {
                 }
             }
         }
+    }
+}
+
+/// What the shared layers send is documented where it is sent: `x-request-id` on every response,
+/// `Retry-After` on every 429 and 503, `WWW-Authenticate` on 401; only `PUT /saved` needs a token
+/// (`security: []` at the root), and the document names its server.
+#[tokio::test]
+async fn the_headers_every_response_carries_are_documented() {
+    let app = spawn_app().await;
+    let spec: Value = app.get("/openapi.json").await.json().await.unwrap();
+    assert_eq!(spec["security"], serde_json::json!([]));
+    assert_eq!(spec["servers"][0]["url"], "/");
+    let mut checked = 0;
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let secured = op.get("security").is_some();
+            assert_eq!(
+                secured,
+                (path.as_str(), method.as_str()) == ("/saved", "put"),
+                "{method} {path}: security {:?}",
+                op.get("security")
+            );
+            for (status, response) in op["responses"].as_object().unwrap() {
+                let headers = &response["headers"];
+                assert!(
+                    headers["x-request-id"].is_object(),
+                    "{method} {path} {status}"
+                );
+                if status == "429" || status == "503" {
+                    assert!(
+                        headers["Retry-After"].is_object(),
+                        "{method} {path} {status}"
+                    );
+                }
+                if status == "401" {
+                    assert!(
+                        headers["WWW-Authenticate"].is_object(),
+                        "{method} {path} {status}"
+                    );
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 60, "only {checked} responses");
+    let etag_on_304 =
+        &spec["paths"]["/messages/{id}"]["get"]["responses"]["304"]["headers"]["ETag"];
+    assert!(etag_on_304.is_object());
+    for (path, method, status) in [("/messages", "post", "201"), ("/paste", "post", "200")] {
+        let headers = &spec["paths"][path][method]["responses"][status]["headers"];
+        assert!(
+            headers["Idempotency-Replayed"].is_object(),
+            "{method} {path}"
+        );
+        assert!(headers["ETag"].is_object(), "{method} {path}");
     }
 }
 

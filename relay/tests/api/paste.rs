@@ -104,3 +104,57 @@ async fn paste_input_errors_are_400() {
     assert_problem(missing, StatusCode::NOT_FOUND, "message-not-found").await;
     assert_eq!(app.count().await, 0);
 }
+
+/// Paste answers carry the message's `ETag`, so `If-Match` on `PUT /paste/{id}` is usable without a
+/// detour through `/messages`; a retried create says it was replayed.
+#[tokio::test]
+async fn paste_answers_carry_the_etag_that_if_match_takes() {
+    let app = spawn_app().await;
+    let created = app
+        .client
+        .post(app.url("/paste"))
+        .header("idempotency-key", "paste-etag-1")
+        .json(&json!({"content": "v1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200);
+    let etag = created.headers()["etag"].to_str().unwrap().to_owned();
+    assert!(created.headers().get("idempotency-replayed").is_none());
+    let id = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let replay = app
+        .client
+        .post(app.url("/paste"))
+        .header("idempotency-key", "paste-etag-1")
+        .json(&json!({"content": "v1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.headers()["idempotency-replayed"], "true");
+    assert_eq!(replay.headers()["etag"].to_str().unwrap(), etag);
+
+    let read = app.get(&format!("/paste/{id}")).await;
+    assert_eq!(read.headers()["etag"].to_str().unwrap(), etag);
+    let update = |tag: String| {
+        app.client
+            .put(app.url(&format!("/paste/{id}")))
+            .header("if-match", tag)
+            .json(&json!({"content": "v2"}))
+            .send()
+    };
+    let updated = update(etag.clone()).await.unwrap();
+    assert_eq!(updated.status(), 200);
+    let new_etag = updated.headers()["etag"].to_str().unwrap().to_owned();
+    assert_ne!(new_etag, etag);
+    assert_eq!(
+        update(etag).await.unwrap().status(),
+        412,
+        "the old tag is stale"
+    );
+    let deleted = app.delete(&format!("/paste/{id}")).await;
+    assert_eq!(deleted.headers()["etag"].to_str().unwrap(), new_etag);
+}
