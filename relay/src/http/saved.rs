@@ -42,7 +42,11 @@ fn render(value: &SavedValue) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>Saved string</title></head>\n<body>\n<h1>The saved string is {}</h1>\n</body>\n</html>\n",
+         <meta name=\"color-scheme\" content=\"light dark\">\
+         <title>Saved string · relayops</title>\
+         <link rel=\"icon\" href=\"/favicon.svg\" type=\"image/svg+xml\">\
+         <link rel=\"stylesheet\" href=\"/assets/app.css\"></head>\n<body>\n<main class=\"saved\">\n\
+         <h1>The saved string is {}</h1>\n<p><a href=\"/\">Back to the relayops app</a></p>\n</main>\n</body>\n</html>\n",
         escape_html(value.as_str())
     )
 }

@@ -47,12 +47,16 @@ function setText(el, text) {
 function setBusy(button, busy, busyLabel) {
   // Not `disabled`: a disabled button drops keyboard focus to <body> in the middle of a flow.
   if (busy) {
+    // Keep the button's width while its label is the (shorter) busy one: a narrower button can
+    // re-flow its card, and every card below would jump (a layout shift).
+    button.style.minWidth = `${button.getBoundingClientRect().width}px`;
     button.dataset.label = button.textContent;
     button.textContent = busyLabel;
     button.setAttribute("aria-disabled", "true");
   } else {
     if (button.dataset.label) button.textContent = button.dataset.label;
     button.removeAttribute("aria-disabled");
+    button.style.minWidth = "";
   }
 }
 
@@ -78,7 +82,10 @@ function formatTime(iso) {
 }
 
 function relativeTo(iso, now = Date.now()) {
-  const seconds = Math.round((new Date(iso).getTime() - now) / 1000);
+  let seconds = Math.round((new Date(iso).getTime() - now) / 1000);
+  // A minute or more away: to the nearest minute, so an hour's TTL read back a moment after the send
+  // (3,599 s) says "in 1 hour", as the form's hint did, not "in 60 minutes".
+  if (Math.abs(seconds) >= 59) seconds = Math.round(seconds / 60) * 60;
   const units = [
     ["year", 31_536_000],
     ["day", 86_400],
@@ -394,6 +401,9 @@ async function sendMessage(event) {
   if (isBusy(sendButton)) return;
   const text = messageInput.value;
   const { ttl, error: ttlError } = readTtl();
+  // Whatever happens next, an earlier send's outcome no longer describes this one.
+  $("send-result").replaceChildren();
+  $("send-error").replaceChildren();
   setFieldError(messageInput, $("message-error"), text === "" ? "Enter a message to send." : "");
   setFieldError(ttlInput, $("ttl-error"), ttlError || "");
   if (text === "") return messageInput.focus();
@@ -401,8 +411,6 @@ async function sendMessage(event) {
 
   const body = ttl === null ? { message: text } : { message: text, ttl_seconds: ttl };
   setBusy(sendButton, true, "Sending…");
-  $("send-result").replaceChildren();
-  $("send-error").replaceChildren();
   const result = await api("POST", "/messages", body);
   setBusy(sendButton, false);
   if (result.ok && result.data && typeof result.data.id === "string") {
@@ -457,17 +465,9 @@ async function readMessage(event) {
   setFieldError(lookupInput, $("lookup-error"), problem);
   $("read-result").replaceChildren();
   $("read-error").replaceChildren();
-  if (id === "") return lookupInput.focus();
-  // "." and ".." would be resolved away by URL parsing and reach another route: nothing to ask there.
-  if (id === "." || id === "..") {
-    return renderFailure($("read-error"), {
-      kind: "malformed-id",
-      title: "Malformed message id",
-      detail: `Message ids are UUIDs like ${EXAMPLE_ID}. Nothing was sent.`,
-    });
-  }
-  // A malformed id is still sent: the relay's answer is the authoritative one, and it carries a
-  // request id to quote.
+  // One mistake, one error: an id that is not a UUID is flagged in the field and not sent (the relay
+  // would only say the same again).
+  if (problem) return lookupInput.focus();
   setBusy(readButton, true, "Reading…");
   const result = await api("GET", `/messages/${encodeURIComponent(id)}`);
   setBusy(readButton, false);
