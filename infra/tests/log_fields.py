@@ -41,6 +41,7 @@ RELAY_FIELDS: dict[str, str] = {
     "reason": "relay/src/telemetry/events.rs",
     "listen": "relay/src/telemetry/events.rs",
     "store": "relay/src/telemetry/events.rs",
+    "max_connections": "relay/src/telemetry/events.rs",
 }
 
 # Fields only the Lambda runtime produces: a local run cannot show them.
