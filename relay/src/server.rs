@@ -20,9 +20,9 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -231,27 +231,15 @@ fn close_reason(result: Result<(), Box<dyn std::error::Error + Send + Sync>>) ->
 }
 
 /// What a connection's requests and its I/O share: how many requests are being handled, how many
-/// have finished, which timeout (if any) closed it, and the connection's task, woken when a request
-/// ends so that its socket arms the idle timer (hyper may have polled the read before the response
-/// was ready, and not again after).
+/// have finished, and which timeout (if any) closed it.
 #[derive(Debug, Default)]
 struct Activity {
     in_flight: AtomicU32,
     finished: AtomicU32,
     timed_out: AtomicU8,
-    waiting: Mutex<Option<Waker>>,
 }
 
 impl Activity {
-    fn wake_when_idle(&self, waker: &Waker) {
-        if let Ok(mut waiting) = self.waiting.lock() {
-            match waiting.as_mut() {
-                Some(known) => known.clone_from(waker),
-                None => *waiting = Some(waker.clone()),
-            }
-        }
-    }
-
     fn timed_out(&self) -> Option<CloseReason> {
         match self.timed_out.load(Ordering::Acquire) {
             1 => Some(CloseReason::IdleTimeout),
@@ -275,10 +263,6 @@ impl Drop for Busy {
     fn drop(&mut self) {
         self.0.finished.fetch_add(1, Ordering::AcqRel);
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-        let waker = self.0.waiting.lock().ok().and_then(|mut w| w.take());
-        if let Some(waker) = waker {
-            waker.wake();
-        }
     }
 }
 
@@ -287,6 +271,10 @@ impl Drop for Busy {
 /// them; if none have, the connection may stay silent for `idle_timeout` (each byte written, the
 /// end of the last response, restarts that). A timeout fails the read, and hyper closes the
 /// connection. While a request is in flight, no timeout here: the request timeout bounds it.
+///
+/// The timer is re-armed lazily: it may fire before the deadline that applies now (a response
+/// restarted the idle clock since), and is then set again, so a busy connection does not move a
+/// timer on every request.
 struct Watched {
     stream: TcpStream,
     activity: Arc<Activity>,
@@ -304,7 +292,7 @@ impl Watched {
             stream,
             activity,
             limits,
-            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            timer: Box::pin(tokio::time::sleep(limits.idle_timeout)),
             finished: 0,
             idle_since: None,
             head_since: None,
@@ -323,6 +311,14 @@ impl Watched {
         idle
     }
 
+    /// Make sure the task is woken by `deadline` at the latest (earlier is fine: see above).
+    fn arm(&mut self, deadline: Instant, cx: &mut Context<'_>) {
+        if deadline < self.timer.deadline() || self.timer.is_elapsed() {
+            self.timer.as_mut().reset(deadline);
+        }
+        let _ = self.timer.as_mut().poll(cx);
+    }
+
     /// Nothing to read, no request in flight: wait for the deadline that applies, or fail past it.
     fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let now = Instant::now();
@@ -338,14 +334,22 @@ impl Watched {
                 1,
             ),
         };
-        if self.timer.deadline() != deadline {
-            self.timer.as_mut().reset(deadline);
-        }
-        if now < deadline && self.timer.as_mut().poll(cx).is_pending() {
+        if now < deadline {
+            self.arm(deadline, cx);
             return Poll::Pending;
         }
         self.activity.timed_out.store(code, Ordering::Release);
         Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, reason)))
+    }
+
+    /// Bytes went out: with no request in flight (the end of a response), the idle clock restarts,
+    /// and the timer is armed here too, since hyper may not poll the read again before it is idle.
+    fn wrote(&mut self, cx: &mut Context<'_>) {
+        if self.activity.in_flight.load(Ordering::Acquire) == 0 {
+            let now = Instant::now();
+            self.idle_since = Some(now);
+            self.arm(now + self.limits.idle_timeout, cx);
+        }
     }
 }
 
@@ -365,10 +369,6 @@ impl AsyncRead for Watched {
                 Poll::Ready(Ok(()))
             }
             Poll::Pending if idle => this.poll_deadline(cx),
-            Poll::Pending => {
-                this.activity.wake_when_idle(cx.waker());
-                Poll::Pending
-            }
             other => other,
         }
     }
@@ -383,7 +383,7 @@ impl AsyncWrite for Watched {
         let this = self.get_mut();
         let written = Pin::new(&mut this.stream).poll_write(cx, buf);
         if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
-            this.idle_since = None;
+            this.wrote(cx);
         }
         written
     }
@@ -396,7 +396,7 @@ impl AsyncWrite for Watched {
         let this = self.get_mut();
         let written = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
         if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
-            this.idle_since = None;
+            this.wrote(cx);
         }
         written
     }
