@@ -18,7 +18,9 @@ use utoipa::{Modify, OpenApi};
     info(
         title = "relay",
         description = "An observability-first HTTP message relay. Errors are RFC 9457 problem details \
-                       (`application/problem+json`) with a `request_id`; every response carries `x-request-id`.",
+                       (`application/problem+json`) with a `request_id`; every response carries `x-request-id`. \
+                       A method a documented path does not serve is answered 405 with an `Allow` header \
+                       listing the ones it does (OpenAPI has no place for undeclared methods, so it is said here).",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     paths(openapi_json),
