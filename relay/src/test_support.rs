@@ -298,8 +298,35 @@ async fn start_binary(
 }
 
 impl RelayProcess {
+    /// Send SIGTERM (a graceful stop); panics if it could not be sent.
+    pub fn terminate(&self) {
+        let pid = self.child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        assert!(
+            sent.as_ref().is_ok_and(|s| s.success()),
+            "kill -TERM {pid}: {sent:?}"
+        );
+    }
+
+    /// The exit status once the process has ended, or `None` if it still runs after `limit`.
+    pub async fn exit_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// SIGTERM (a graceful stop that flushes logs), wait, and return everything it printed on stdout.
     pub fn stop(mut self) -> String {
+        // Not `terminate`: a relay that already exited is reported by its exit status below.
         let pid = self.child.id().to_string();
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &pid])

@@ -277,25 +277,11 @@ async fn idle_and_half_sent_connections_do_not_hold_the_shutdown() {
     std::thread::sleep(Duration::from_millis(200));
 
     let mut relay = relay;
-    let pid = relay.child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = relay.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "an idle and a half-sent connection held the shutdown for 15 s (grace 60 s)"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    relay.terminate();
+    let status = relay
+        .exit_within(Duration::from_secs(15))
+        .await
+        .expect("an idle and a half-sent connection held the shutdown for 15 s (grace 60 s)");
     assert!(status.success(), "{status}");
     for conn in [&mut idle, &mut half] {
         let (_, closed) = read_until_closed(conn, Duration::from_secs(2));

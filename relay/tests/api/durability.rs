@@ -159,32 +159,16 @@ async fn a_second_sigterm_while_draining_stops_at_once() {
     )
     .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let term = |pid: u32| {
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap()
-    };
-    let pid = relay.child.id();
-    assert!(term(pid).success());
+    relay.terminate();
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(
         relay.child.try_wait().unwrap().is_none(),
         "after one SIGTERM the relay drains: the unfinished request holds it"
     );
-    let second = Instant::now();
-    assert!(term(pid).success());
-    let deadline = second + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = relay.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the relay still runs 30 s after a second SIGTERM (its grace and request timeout are 120 s)"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    relay.terminate();
+    let status = relay.exit_within(Duration::from_secs(30)).await.expect(
+        "the relay still runs 30 s after a second SIGTERM (its grace and request timeout are 120 s)",
+    );
     assert!(status.success(), "{status}");
     drop(slow);
 }

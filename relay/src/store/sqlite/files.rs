@@ -135,12 +135,8 @@ pub enum IntegrityCheck {
     Off,
 }
 
-/// Refuse to serve a corrupt file, naming it and the way out.
-pub(super) fn check_integrity(
-    conn: &Connection,
-    path: &Path,
-    check: IntegrityCheck,
-) -> StoreResult<()> {
+/// Refuse to serve a corrupt file (`Corrupt` with what the check found; the store names the file).
+pub(super) fn check_integrity(conn: &Connection, check: IntegrityCheck) -> StoreResult<()> {
     let pragma = match check {
         IntegrityCheck::Quick => "PRAGMA quick_check(5)",
         IntegrityCheck::Full => "PRAGMA integrity_check(5)",
@@ -156,7 +152,7 @@ pub(super) fn check_integrity(
     if findings.len() == 1 && findings[0] == "ok" {
         return Ok(());
     }
-    Err(corrupt(path, &findings.join("; ")))
+    Err(StoreError::Corrupt(findings.join("; ")))
 }
 
 /// The error for a corrupt database file: what was found, and the recovery.

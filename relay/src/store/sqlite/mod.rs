@@ -207,13 +207,11 @@ impl SqliteStore {
     }
 }
 
-/// Name the file in a corruption error, with the way out (once: an error from `files::corrupt`
-/// already names it).
+/// Name the file in a corruption error, with the way out: applied once, where SQLite's own error
+/// leaves the store (open, `read`, `write`).
 fn named(path: &Path, error: StoreError) -> StoreError {
     match error {
-        StoreError::Corrupt(detail) if !detail.contains("sqlite3 ") => {
-            files::corrupt(path, &detail)
-        }
+        StoreError::Corrupt(detail) => files::corrupt(path, &detail),
         error => error,
     }
 }
@@ -230,7 +228,7 @@ fn open_for_writing(path: &Path, check: IntegrityCheck) -> StoreResult<(Connecti
          PRAGMA busy_timeout = 5000;",
     )
     .map_err(map_err)?;
-    check_integrity(&conn, path, check)?;
+    check_integrity(&conn, check)?;
     migrate(&conn)?;
     Ok((conn, files))
 }
@@ -248,7 +246,7 @@ fn open_for_reading(
     let Ok(conn) = open_reader(path, true) else {
         return Err(error);
     };
-    check_integrity(&conn, path, check).map_err(|e| named(path, e))?;
+    check_integrity(&conn, check).map_err(|e| named(path, e))?;
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap_or(0);
