@@ -5,14 +5,7 @@
 # cross-compiles everything: about 10 minutes on 2 cores. Writes bench/results/lambda-zip.md.
 source "$(dirname "$0")/lib/common.sh"
 
-cargo_lambda_version=1.9.2
-if ! command -v cargo-lambda >/dev/null; then
-  venv=${RELAY_BENCH_VENV:-$HOME/.cache/relayops-bench-venv}
-  [ -x "$venv/bin/cargo-lambda" ] || { python3 -m venv "$venv" \
-    && "$venv/bin/pip" install --quiet --disable-pip-version-check "cargo-lambda==$cargo_lambda_version"; } \
-    || { echo "pip could not install cargo-lambda $cargo_lambda_version" >&2; exit 1; }
-  export PATH="$venv/bin:$PATH"
-fi
+need_cargo_lambda
 rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1 \
   || { echo "cannot add the aarch64-unknown-linux-gnu target" >&2; exit 1; }
 

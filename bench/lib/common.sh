@@ -16,6 +16,16 @@ need_tool() {
     || { echo "$1 is needed (apt-get install $2)" >&2; exit 1; }
 }
 need_wrk() { need_tool wrk wrk; }
+# need_cargo_lambda: cargo-lambda (PyPI, pinned) on PATH, from a cached virtualenv when missing.
+cargo_lambda_version=1.9.2
+need_cargo_lambda() {
+  command -v cargo-lambda >/dev/null && return 0
+  local venv=${RELAY_BENCH_VENV:-$HOME/.cache/relayops-bench-venv}
+  [ -x "$venv/bin/cargo-lambda" ] || { python3 -m venv "$venv" \
+    && "$venv/bin/pip" install --quiet --disable-pip-version-check "cargo-lambda==$cargo_lambda_version"; } \
+    || { echo "pip could not install cargo-lambda $cargo_lambda_version" >&2; exit 1; }
+  export PATH="$venv/bin:$PATH"
+}
 build_relay() { cargo build --release -q -p relay --bin relay "$@"; }
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
