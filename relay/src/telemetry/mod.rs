@@ -173,18 +173,18 @@ pub fn prometheus() -> Option<PrometheusHandle> {
     }
 }
 
-/// Install the CloudWatch EMF recorder (namespace `Relay`, dimension `env` plus each metric's labels).
-pub fn install_emf(env: &str) -> Result<&'static metrics_cloudwatch_embedded::Collector, String> {
-    let collector = metrics_cloudwatch_embedded::Builder::new()
-        .cloudwatch_namespace(NAMESPACE)
-        .with_dimension("env", env.to_owned())
-        .init()
-        .map_err(|e| format!("cannot install the EMF recorder: {e}"))?;
+/// Install `recorder` (the Lambda runtime's EMF recorder, `lambda::emf`) as the metrics recorder, and
+/// describe the catalog to it. `/metrics` then has no Prometheus handle.
+pub fn install_emf<R: metrics::Recorder + Send + Sync + 'static>(
+    recorder: R,
+) -> Result<(), String> {
     EXPORTER
         .set(Exporter::Emf)
         .map_err(|_| "a metrics exporter was already installed".to_owned())?;
+    metrics::set_global_recorder(recorder)
+        .map_err(|e| format!("cannot install the EMF recorder: {e}"))?;
     describe_all();
-    Ok(collector)
+    Ok(())
 }
 
 fn describe_all() {

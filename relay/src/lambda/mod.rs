@@ -1,17 +1,21 @@
 //! The Lambda entry: the same Router, served through lambda_http (API Gateway HTTP API v2 events).
-//! Metrics become CloudWatch EMF documents, written after each invocation in one write of a whole buffer
-//! (so no other line can land inside one); logs go straight to stdout so they are written before the
-//! sandbox freezes. Must never: start a listener or a second Router, or panic when stdout fails.
+//! Metrics are recorded by [`emf::Emf`] and written after each invocation as one CloudWatch EMF
+//! document where the label values allow, in one write of a whole buffer (so no other line can land
+//! inside one); logs go straight to stdout so they are written before the sandbox freezes.
+//! Must never: start a listener or a second Router, or panic when stdout fails.
 
 use std::io::Write;
 
 use lambda_http::lambda_runtime::{self, LambdaInvocation};
 use tower::ServiceBuilder;
 
+pub mod emf;
+
 use crate::config::Config;
 use crate::startup;
 use crate::telemetry;
 use crate::telemetry::events::{Event, RelayStarted};
+use emf::Emf;
 
 /// Whether this process was started by the Lambda runtime.
 pub fn is_running_on_lambda() -> bool {
@@ -21,7 +25,8 @@ pub fn is_running_on_lambda() -> bool {
 /// Serve Lambda invocations until the runtime stops the process.
 pub async fn run(config: Config) -> Result<(), lambda_http::Error> {
     telemetry::request::mark_lambda();
-    let collector = telemetry::install_emf(&config.environment)?;
+    let emf = Emf::new(telemetry::NAMESPACE, ("env", config.environment.clone()));
+    telemetry::install_emf(emf.clone())?;
     let config = crate::secrets::resolve(config).await?;
     let store = startup::open_store(&config).await?;
     let app = startup::build(&config, store.clone());
@@ -31,23 +36,29 @@ pub async fn run(config: Config) -> Result<(), lambda_http::Error> {
         max_connections: None,
     }
     .emit();
-    let emf = ServiceBuilder::new()
-        // Every EMF document of an invocation names it, so its metrics and log lines can be joined.
-        .map_request(move |invocation: LambdaInvocation| {
-            collector.set_property("RequestId", invocation.context.request_id.clone());
-            collector.set_property("TraceId", invocation.context.xray_trace_id.clone());
-            invocation
+    // After each invocation, its metrics as EMF (one document where it can, see `emf`), naming the
+    // invocation, so they join Lambda's REPORT line of it.
+    let flush = ServiceBuilder::new()
+        .map_request({
+            let emf = emf.clone();
+            move |invocation: LambdaInvocation| {
+                emf.set_property("RequestId", &invocation.context.request_id);
+                invocation
+            }
         })
-        .map_future(move |invocation| async move {
-            let result = invocation.await;
-            // Nowhere to report a failed metrics write; the invocation's answer goes out regardless.
-            let _ = write_at_once(&mut std::io::stdout().lock(), |buffer| {
-                collector.flush(buffer)
-            });
-            result
+        .map_future(move |invocation| {
+            let emf = emf.clone();
+            async move {
+                let result = invocation.await;
+                // Nowhere to report a failed metrics write; the invocation's answer goes out regardless.
+                let _ = write_at_once(&mut std::io::stdout().lock(), |buffer| {
+                    emf.flush(buffer).map_err(std::io::Error::from)
+                });
+                result
+            }
         });
     lambda_runtime::Runtime::new(lambda_http::Adapter::from(app.router))
-        .layer(emf)
+        .layer(flush)
         .run()
         .await
 }
