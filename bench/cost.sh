@@ -4,7 +4,7 @@
 # DynamoDB store of the local AWS-API server, meters logs, EMF documents, DynamoDB request units, billed
 # duration and custom metrics per invocation, and prices them (bench/lib/cost.py).
 #   bench/cost.sh [ROUNDS (3)]      RELAY_BASELINE=<relay binary> adds a before column, same run.
-# Writes bench/results/cost.md (and cost.json beside it).
+# Writes bench/results/cost.md.
 source "$(dirname "$0")/lib/common.sh"
 rounds=${1:-3}
 need_cargo_lambda
@@ -23,5 +23,4 @@ binaries=()
 binaries+=(--binary "this-build=$relay")
 python3 bench/lib/cost.py "${binaries[@]}" --emulator "127.0.0.1:$emulator_port" --rounds "$rounds" \
   --json "$work/cost.json" --machine "$(machine)" --report bench/results/cost.md
-cp "$work/cost.json" bench/results/cost.json
 cat bench/results/cost.md

@@ -442,6 +442,20 @@ def report(results: dict, machine: str) -> str:
     canary = canary_month(totals[labels[-1]])
     out.append(f"- The canary at one run a minute ({labels[-1]}): **{dollars(sum(canary.values()))} a month**: "
                + "; ".join(f"{k} {dollars(v)}" for k, v in canary.items()) + ".")
+    out.append("\n## What is not cut, and why\n")
+    out.append("- **Creates stay one `TransactWriteItems`** (the message and +1 on a count shard: 4-5 write "
+               "units where a lone PutItem is 1-2). The count is exact for creates and deletes because the two "
+               "commit together; a PutItem and an UpdateItem would cost half, and a crash between them would "
+               "leave the count wrong for good. A stream consumer could count without the transaction, at the "
+               "price of a second function and a lag.")
+    out.append("- **`GET /messages` reads its 16 shards strongly consistent** (16 read units). Eventually "
+               "consistent reads would cost 8 and save about $0.20 per million requests of this mix, but the "
+               "count could then miss the caller's own create of the moment before: the canary's round trip "
+               "checks exactly that (a count of 0 while its message exists fails the probe), and the web app "
+               "shows the count after a send. Changing it means stating that lag in the count contract and "
+               "letting the canary read again once.")
+    out.append("- **Lambda's START/END/REPORT lines** stay: the dashboard's cold-start widget and two runbooks "
+               "read `@initDuration`, `@duration` and `@maxMemoryUsed` from the REPORT line.")
     cold = [r for r in results[labels[-1]]["records"] if r["cold"]][0]
     out.append(f"\nA cold start's first invocation ({labels[-1]}) wrote {cold['log_bytes'] + cold['emf_bytes']} "
                "bytes of output; cold starts are not in the per-operation means.")

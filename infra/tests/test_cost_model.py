@@ -83,3 +83,18 @@ def test_an_index_pays_for_entries_put_changed_and_removed_and_nothing_else() ->
     assert set(projected) == {"pk", "sk", "expiry_bucket", "expires_at"}
     everything = dict(INDEX, Projection={"ProjectionType": "ALL"})
     assert cu.index_write_units(message("1"), message("1", "x"), TABLE_KEYS, everything) == 1.0
+
+
+def test_the_report_prices_a_million_requests_of_the_mix_item_by_item() -> None:
+    import cost
+
+    # Every operation: 1,000 bytes of lines, 500 of EMF, 2 read and 1 write units, 10 ms billed.
+    row = {"log_bytes": 1000, "emf_bytes": 500, "rru": 2.0, "wru": 1.0, "billed_ms": 10.0}
+    priced = cost.per_million({op: row for op, _ in cost.MIX})
+    assert priced["logs: relay lines"] == pytest.approx(1e6 * 1000 / 1e9 * 0.50)
+    assert priced["logs: EMF documents"] == pytest.approx(0.25)
+    assert priced["DynamoDB reads"] == pytest.approx(2 * 0.125)
+    assert priced["DynamoDB writes"] == pytest.approx(0.625)
+    assert priced["Lambda duration"] == pytest.approx(1e6 * 0.010 * 0.125 * 0.0000133334)
+    assert priced["Lambda requests"] == pytest.approx(0.20)
+    assert priced["API Gateway (HTTP API)"] == pytest.approx(1.00)
