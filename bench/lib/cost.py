@@ -41,7 +41,12 @@ PRICES = {
     "custom_metric_month": 0.30,  # first 10,000 metrics
     "put_metric_data_request": 0.01 / 1000,
 }
-LAMBDA_MEMORY_GB = 128 / 1024
+# Priced at Lambda's smallest useful size; the stacks deploy more (infra/environments/*.json MemorySize),
+# which multiplies the duration item (the time is mostly DynamoDB's, which memory does not shorten).
+LAMBDA_MEMORY_MB = 128
+LAMBDA_MEMORY_GB = LAMBDA_MEMORY_MB / 1024
+PROD_MEMORY_MB = int(json.loads((Path(__file__).resolve().parents[2] / "infra" / "environments" / "prod.json")
+                                .read_text())["stacks"]["app"]["MemorySize"])
 # Lambda writes START, END and REPORT lines for every invocation (text log format, as infra/relay.yaml
 # sets): about 60 + 52 + 150 bytes with a 36-character request id. Not written by the relay; counted.
 PLATFORM_LINE_BYTES = 262
@@ -400,8 +405,9 @@ def report(results: dict, machine: str) -> str:
     out.append(f"Measured {machine}. `bench/cost.sh`: the release binary in Lambda mode under cargo-lambda's "
                "Runtime API emulator, fed API Gateway HTTP API events, on the DynamoDB store of the local "
                "AWS-API server behind a metering proxy. Prices: us-east-1 list prices (`PRICES` in "
-               "`bench/lib/cost.py`, read 2026-12-02; DynamoDB on-demand as cut on 2024-11-01), arm64 at "
-               "128 MB as `infra/relay.yaml` deploys.\n")
+               "`bench/lib/cost.py`, read 2026-12-02; DynamoDB on-demand as cut on 2024-11-01), Lambda arm64 at "
+               f"{LAMBDA_MEMORY_MB} MB (prod deploys {PROD_MEMORY_MB} MB: its Lambda duration item is "
+               f"{PROD_MEMORY_MB // LAMBDA_MEMORY_MB}x the one below).\n")
     weights = dict(MIX)
     out.append("The mix, per 100 requests: " + ", ".join(f"{op} {w}" for op, w in MIX) + ".\n")
     out.append("## Per operation (warm invocations; " + ", ".join(labels) + ")\n")
