@@ -98,3 +98,29 @@ def test_the_report_prices_a_million_requests_of_the_mix_item_by_item() -> None:
     assert priced["Lambda duration"] == pytest.approx(1e6 * 0.010 * 0.125 * 0.0000133334)
     assert priced["Lambda requests"] == pytest.approx(0.20)
     assert priced["API Gateway (HTTP API)"] == pytest.approx(1.00)
+
+
+def test_the_architecture_documents_capacity_model_is_the_scripts_output() -> None:
+    """docs/ARCHITECTURE.md embeds docs/capacity.py's output; both read the prod stage's settings."""
+    root = Path(__file__).resolve().parents[2]
+    sys.path.insert(0, str(root / "docs"))
+    import capacity
+
+    text = (root / "docs" / "ARCHITECTURE.md").read_text()
+    start = text.index("<!-- capacity:start")
+    block = text[text.index("\n", start) + 1 : text.index("<!-- capacity:end -->")]
+    assert block == capacity.markdown(), "regenerate: python3 docs/capacity.py"
+
+
+def test_the_capacity_model_finds_the_lowest_wall_and_sizes_the_shards() -> None:
+    root = Path(__file__).resolve().parents[2]
+    sys.path.insert(0, str(root / "docs"))
+    import capacity
+
+    walls = capacity.walls("prod")
+    assert [w.creates_per_second for w in walls] == sorted(w.creates_per_second for w in walls)
+    shards = next(w for w in walls if "count shards" in w.part)
+    assert shards.creates_per_second == 16 * 1000 / 2
+    assert capacity.shards_for(8000) == 16 and capacity.shards_for(8001) == 17
+    lines = capacity.crowd(10_000_000, 60)
+    assert "166,667 creates/s" in lines[0]
