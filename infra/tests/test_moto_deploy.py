@@ -38,7 +38,7 @@ STACKS = ("app", "canary", "observability")
 TEMPLATE_OF = {"data": "data", "app": "relay", "canary": "canary", "observability": "observability"}
 # What moto 5.2.5's CloudFormation accepts but does not create: these are checked by cfn-lint, checkov and
 # the template tests only (and alarms additionally by the PutMetricAlarm replay below). The test fails if
-# this list and moto's behaviour disagree, so the README's list stays true.
+# this list and moto's behaviour disagree, so the list in docs/OPERATE.md (Ops checks) stays true.
 LINT_ONLY_TYPES = {
     "AWS::ApiGatewayV2::Api",
     "AWS::ApiGatewayV2::Integration",
