@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 # ---- the relay's own costs (bench/results/cost.md; relay/src/store/dynamodb/) ----------------------
-COUNT_SHARDS = 16  # count#messages#00..15
+COUNT_SHARDS = 16  # a new table's; `relay count-shards N` raises it (docs/ARCHITECTURE.md, Knobs)
 CREATE_WRU = 4  # TransactWriteItems: message item + count shard, 2 units each (items under 1 KB)
 SHARD_WRU_PER_CREATE = 2  # the shard's part of it: a transactional 1-unit write
 APPEND_WRU_ON_LOG_PARTITION = 2  # POST /app: the log entry, transactional, all in partition `log`

@@ -35,6 +35,12 @@ pub enum Command {
     /// Create the DynamoDB table named by `--store dynamodb:TABLE` (keys, expiry index, TTL) and exit.
     /// Does nothing to a table that already has the expected keys, except enable TTL if it is off.
     CreateTable,
+    /// Raise the number of shards of the table's counters (`--store dynamodb:TABLE`) to SHARDS, safely
+    /// while relays serve: every count reads up to the number the table holds. Never lowers it.
+    CountShards {
+        /// The new number of shards (16 to 1000).
+        shards: usize,
+    },
     /// Print the metric catalog (every metric's name, kind, unit, labels and help) and exit.
     MetricsCatalog {
         #[arg(long, value_enum, default_value_t = CatalogFormat::Json)]

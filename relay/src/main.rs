@@ -16,6 +16,7 @@ async fn main() -> ExitCode {
         Command::Serve => serve(cli.serve).await,
         Command::Openapi => print_openapi(&cli.serve).await,
         Command::CreateTable => create_table(&cli.serve).await,
+        Command::CountShards { shards } => count_shards(&cli.serve, shards).await,
         Command::MetricsCatalog { format } => {
             match format {
                 CatalogFormat::Json => {
@@ -81,13 +82,48 @@ async fn print_openapi(config: &Config) -> ExitCode {
     }
 }
 
+/// The DynamoDB table `--store` names, or the usage of `command` on stderr.
+fn dynamodb_table<'a>(config: &'a Config, command: &str) -> Option<&'a str> {
+    match &config.store {
+        StoreUri::Dynamodb { table } => Some(table),
+        _ => {
+            eprintln!(
+                "{command} works on a DynamoDB table: run `relay --store dynamodb:TABLE {command}` \
+                 (or set RELAY_STORE=dynamodb:TABLE)"
+            );
+            None
+        }
+    }
+}
+
+/// `relay count-shards N`: raise the shards of the table's counters.
+async fn count_shards(config: &Config, shards: usize) -> ExitCode {
+    let Some(table) = dynamodb_table(config, "count-shards") else {
+        return ExitCode::from(2);
+    };
+    let raised = match DynamoStore::connect(table, config.dynamodb_endpoint.as_deref()).await {
+        Ok(store) => store.raise_counter_shards(shards).await,
+        Err(error) => Err(error),
+    };
+    match raised {
+        Ok(Ok(())) => {
+            println!("The counters of `{table}` have {shards} shards.");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(why)) => {
+            eprintln!("cannot set {shards} shards on `{table}`: {why}");
+            ExitCode::from(2)
+        }
+        Err(error) => {
+            eprintln!("cannot set the shards of `{table}`: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// `relay create-table`: create the DynamoDB table that `--store dynamodb:TABLE` names.
 async fn create_table(config: &Config) -> ExitCode {
-    let StoreUri::Dynamodb { table } = &config.store else {
-        eprintln!(
-            "create-table creates a DynamoDB table: run `relay --store dynamodb:TABLE create-table` \
-             (or set RELAY_STORE=dynamodb:TABLE)"
-        );
+    let Some(table) = dynamodb_table(config, "create-table") else {
         return ExitCode::from(2);
     };
     let created = match DynamoStore::connect(table, config.dynamodb_endpoint.as_deref()).await {

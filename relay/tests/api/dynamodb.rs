@@ -169,6 +169,77 @@ async fn the_create_table_subcommand_creates_the_table_once() {
     assert!(String::from_utf8_lossy(&not_dynamodb.stderr).contains("dynamodb:TABLE"));
 }
 
+async fn create_counted(store: &DynamoStore) {
+    let message = Message::new(MessageBody::from_stored("counted"), None);
+    store.create_message(&message, None).await.unwrap();
+}
+
+/// `relay count-shards` raises the counters' shards while other processes keep the old number: every
+/// count stays exact, including one read by a process that never heard of the raise; lowering is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn raising_the_count_shards_keeps_every_count_exact() {
+    let endpoint = local_endpoint();
+    let stale = fresh_store(&endpoint, "shards").await;
+    let table = stale.table().to_owned();
+    for _ in 0..10 {
+        create_counted(&stale).await;
+    }
+    assert_eq!(stale.count_messages().await.unwrap(), 10);
+
+    let cli = |shards: &str| {
+        Command::new(env!("CARGO_BIN_EXE_relay"))
+            .args(["--store", &format!("dynamodb:{table}")])
+            .args(["--dynamodb-endpoint", &endpoint, "count-shards", shards])
+            .output()
+            .unwrap()
+    };
+    let raised = cli("64");
+    assert!(
+        raised.status.success(),
+        "{}",
+        String::from_utf8_lossy(&raised.stderr)
+    );
+    assert!(String::from_utf8_lossy(&raised.stdout).contains("64 shards"));
+
+    // A process started after the raise spreads its creates over all 64 shards.
+    let fresh = DynamoStore::connect(&table, Some(&endpoint)).await.unwrap();
+    for _ in 0..120 {
+        create_counted(&fresh).await;
+    }
+    assert_eq!(fresh.known_counter_shards(), 64);
+    let mut on_new_shards = 0;
+    for shard in 16..64 {
+        let key = relay::store::dynamodb::schema::Counter::Messages.shard_key(shard);
+        let item = fresh
+            .client()
+            .get_item()
+            .table_name(&table)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap();
+        on_new_shards += usize::from(item.item().is_some());
+    }
+    assert!(
+        on_new_shards > 0,
+        "no create landed on shards 16-63: they would not spread the load"
+    );
+
+    // The process that still writes to 16 shards counts every create, learning the 64 from shard 0.
+    assert_eq!(stale.known_counter_shards(), 16);
+    assert_eq!(stale.count_messages().await.unwrap(), 130);
+    assert_eq!(stale.known_counter_shards(), 64);
+    assert_eq!(fresh.count_messages().await.unwrap(), 130);
+
+    let lowered = cli("32");
+    assert_eq!(lowered.status.code(), Some(2));
+    let why = String::from_utf8_lossy(&lowered.stderr);
+    assert!(why.contains("already have 64 shards"), "{why}");
+    assert_eq!(cli("5000").status.code(), Some(2), "above the maximum");
+    assert_eq!(fresh.count_messages().await.unwrap(), 130);
+}
+
 #[tokio::test]
 async fn the_sweeper_counts_expired_messages_down_exactly_once_across_hours() {
     let endpoint = local_endpoint();

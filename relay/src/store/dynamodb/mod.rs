@@ -2,8 +2,9 @@
 //! [`schema`], reached through aws-sdk-dynamodb with timeouts and bounded, jittered retries.
 //!
 //! How it keeps the `Store` contract:
-//! - the message count is a sharded counter ([`schema::COUNTER_SHARDS`] items), changed in the same
-//!   `TransactWriteItems` as the create or delete it counts, and read with one `BatchGetItem`;
+//! - the message count is a sharded counter ([`schema::COUNTER_SHARDS`] items, raised per table with
+//!   `relay count-shards`, see [`shards`]), changed in the same `TransactWriteItems` as the create or
+//!   delete it counts, and read with one `BatchGetItem` per 100 shards;
 //! - a create never overwrites (`attribute_not_exists`), and a delete is conditional on the revision it
 //!   read, so of concurrent deletes of one message exactly one commits and counts it down;
 //! - reads compare the exact expiry (µs), so an expired message is never returned, whether or not it
@@ -16,6 +17,7 @@
 
 mod client;
 pub mod schema;
+mod shards;
 mod sweep;
 mod table;
 
@@ -65,8 +67,33 @@ impl DynamoStore {
             table: Table {
                 client,
                 name: Arc::from(table),
+                shards: Arc::default(),
             },
         }
+    }
+
+    /// Raise the number of shards every counter of this table has to `shards` (see `shards.rs`), or
+    /// say why not: more than [`schema::MAX_COUNTER_SHARDS`], or a counter that already has more
+    /// (shard counts are never lowered).
+    pub async fn raise_counter_shards(&self, shards: usize) -> StoreResult<Result<(), String>> {
+        if !(schema::COUNTER_SHARDS..=schema::MAX_COUNTER_SHARDS).contains(&shards) {
+            return Ok(Err(format!(
+                "a counter has {} to {} shards",
+                schema::COUNTER_SHARDS,
+                schema::MAX_COUNTER_SHARDS
+            )));
+        }
+        Ok(self.table.raise_shards(shards).await?.map_err(|now| {
+            format!(
+                "the counters already have {now} shards; shard counts are only raised \
+                 (lowering needs each dropped shard folded into a kept one first)"
+            )
+        }))
+    }
+
+    /// The shard count this process uses for the message counter (what it has learned so far).
+    pub fn known_counter_shards(&self) -> usize {
+        self.table.shards.known(schema::Counter::Messages)
     }
 
     pub fn client(&self) -> &Client {
@@ -102,7 +129,7 @@ impl Store for DynamoStore {
                 &format!("attribute_not_exists({PK})"),
                 vec![],
             )?,
-            self.table.count(Counter::Messages, 1)?,
+            self.table.count(Counter::Messages, 1).await?,
         ];
         const RECORD: usize = 2;
         if let Some(key) = idempotency {
@@ -280,7 +307,7 @@ impl Store for DynamoStore {
                     &format!("{MESSAGE_REVISION} = :rev"),
                     vec![(":rev", n(revision))],
                 )?,
-                self.table.count(Counter::Messages, -1)?,
+                self.table.count(Counter::Messages, -1).await?,
             ];
             match self.table.transact(op, items).await? {
                 // An expired message is gone for the caller: it is removed (and uncounted) all the
@@ -318,7 +345,7 @@ impl Store for DynamoStore {
                     &format!("attribute_not_exists({PK})"),
                     vec![],
                 )?,
-                self.table.count(Counter::Log, 1)?,
+                self.table.count(Counter::Log, 1).await?,
             ];
             match self.table.transact(op, items).await? {
                 Ok(()) => return Ok(()),

@@ -169,8 +169,15 @@ pub const TTL_GRACE_SECONDS: i64 = 24 * 60 * 60;
 
 /// Counter shards: each create/delete adds to one at random, so no single item takes every write.
 /// A transactional write costs 2 WCU, so 16 shards sustain 8,000 creates/s before one shard's
-/// 1,000 WCU/s partition limit is reached.
+/// 1,000 WCU/s partition limit is reached. This is the number a table starts with; `relay count-shards`
+/// raises it (see `shards.rs`), up to [`MAX_COUNTER_SHARDS`].
 pub const COUNTER_SHARDS: usize = 16;
+
+/// The most shards a counter may have: every count reads each one (a read unit apiece).
+pub const MAX_COUNTER_SHARDS: usize = 1000;
+
+/// On shard 0 of a counter: how many shards readers must sum (absent: [`COUNTER_SHARDS`]).
+pub const COUNTER_SHARDS_SET: &str = "counter_shards";
 
 /// Expiry index shards per hour: the index write is 1 WCU (keys only), so 8 shards match the counter.
 pub const EXPIRY_SHARDS: u8 = 8;
@@ -222,6 +229,16 @@ pub enum Counter {
 }
 
 impl Counter {
+    pub const ALL: [Counter; 2] = [Counter::Messages, Counter::Log];
+
+    /// Its place in [`Counter::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            Self::Messages => 0,
+            Self::Log => 1,
+        }
+    }
+
     pub fn shard_key(self, shard: usize) -> Item {
         let name = match self {
             Self::Messages => "messages",
@@ -230,8 +247,9 @@ impl Counter {
         key(format!("count#{name}#{shard:02}"), "count")
     }
 
-    pub fn random_shard_key(self) -> Item {
-        self.shard_key(fastrand::usize(..COUNTER_SHARDS))
+    /// One of its first `shards` shards, at random.
+    pub fn random_shard_key(self, shards: usize) -> Item {
+        self.shard_key(fastrand::usize(..shards.max(1)))
     }
 }
 

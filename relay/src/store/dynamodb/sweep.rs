@@ -173,7 +173,7 @@ async fn delete_one(store: &Table, key: Item, now_us: i64) -> StoreResult<bool> 
             &format!("attribute_exists({PK}) AND {EXPIRES_AT_US} <= :now"),
             vec![(":now", n(now_us))],
         )?,
-        store.count(Counter::Messages, -1)?,
+        store.count(Counter::Messages, -1).await?,
     ];
     match store.transact(OP, items).await? {
         Ok(()) => Ok(true),

@@ -18,9 +18,10 @@ use chrono::{DateTime, Utc};
 
 use super::client::{self, build_error};
 use super::schema::{
-    COUNTER_SHARDS, Counter, Item, LOG_PK, PK, SHARD_COUNT, SK, get_opt_i64, log_entry_from_item,
-    log_sort_key, message_from_item, message_key, n, s,
+    COUNTER_SHARDS, COUNTER_SHARDS_SET, Counter, Item, LOG_PK, MAX_COUNTER_SHARDS, PK, SHARD_COUNT,
+    SK, get_opt_i64, log_entry_from_item, log_sort_key, message_from_item, message_key, n, s,
 };
+use super::shards::Shards;
 use crate::domain::{LogCursor, Message, MessageId};
 use crate::store::{StoreError, StoreResult};
 
@@ -34,7 +35,11 @@ pub(super) const CONDITION_FAILED: &str = "ConditionalCheckFailed";
 pub(super) struct Table {
     pub(super) client: Client,
     pub(super) name: Arc<str>,
+    pub(super) shards: Arc<Shards>,
 }
+
+/// BatchGetItem's limit of keys per call.
+const BATCH_KEYS: usize = 100;
 
 impl Table {
     pub(super) fn error<E>(&self, op: &str, error: SdkError<E, HttpResponse>) -> StoreError
@@ -165,11 +170,21 @@ impl Table {
             .build())
     }
 
-    /// Add `delta` to a random shard of `counter`.
-    pub(super) fn count(&self, counter: Counter, delta: i64) -> StoreResult<TransactWriteItem> {
+    /// Add `delta` to a random one of the shards of `counter` this process knows (see `shards`).
+    pub(super) async fn count(
+        &self,
+        counter: Counter,
+        delta: i64,
+    ) -> StoreResult<TransactWriteItem> {
+        if self.shards.refresh_due() {
+            // Only where the adds land depends on it, never the count: a failed read changes nothing.
+            if let Err(error) = self.read_shard_settings().await {
+                tracing::debug!(message = "Counter shard settings not read.", error = %error);
+            }
+        }
         let update = Update::builder()
             .table_name(self.name.as_ref())
-            .set_key(Some(counter.random_shard_key()))
+            .set_key(Some(counter.random_shard_key(self.shards.known(counter))))
             .update_expression(format!("ADD {SHARD_COUNT} :delta"))
             .expression_attribute_values(":delta", n(delta))
             .build()
@@ -177,17 +192,37 @@ impl Table {
         Ok(TransactWriteItem::builder().update(update).build())
     }
 
-    /// The sum of a counter's shards: one strongly consistent `BatchGetItem`, plus a retry for any
-    /// keys DynamoDB left unprocessed.
+    /// The sum of a counter's shards: strongly consistent `BatchGetItem`s of every shard this process
+    /// knows, and of the rest when shard 0 names more (a raise this process had not seen), plus a retry
+    /// for any keys DynamoDB left unprocessed.
     pub(super) async fn read_counter(&self, op: &str, counter: Counter) -> StoreResult<u64> {
-        let keys: Vec<Item> = (0..COUNTER_SHARDS).map(|i| counter.shard_key(i)).collect();
+        let mut total: i64 = 0;
+        let mut read = 0;
+        while read < self.shards.known(counter) {
+            let upto = self.shards.known(counter).min(read + BATCH_KEYS);
+            let keys: Vec<Item> = (read..upto).map(|i| counter.shard_key(i)).collect();
+            for item in self.read_shards(op, keys).await? {
+                // Shards go negative when a message is counted down on another shard than it was
+                // counted up on; only the sum means anything.
+                total += get_opt_i64(&item, SHARD_COUNT)?.unwrap_or(0);
+                if let Some(shards) = get_opt_i64(&item, COUNTER_SHARDS_SET)? {
+                    self.shards.learn(counter, clamp_shards(shards));
+                }
+            }
+            read = upto;
+        }
+        Ok(u64::try_from(total).unwrap_or(0))
+    }
+
+    /// The shard items at `keys` (at most [`BATCH_KEYS`]), strongly consistent; absent ones are left out.
+    async fn read_shards(&self, op: &str, keys: Vec<Item>) -> StoreResult<Vec<Item>> {
         let mut pending = KeysAndAttributes::builder()
             .set_keys(Some(keys))
             .consistent_read(true)
-            .projection_expression(SHARD_COUNT)
+            .projection_expression(format!("{PK}, {SHARD_COUNT}, {COUNTER_SHARDS_SET}"))
             .build()
             .map_err(build_error)?;
-        let mut total: i64 = 0;
+        let mut found = Vec::new();
         for attempt in 0..=CONTENTION_RETRIES {
             let output = self
                 .client
@@ -196,21 +231,15 @@ impl Table {
                 .send()
                 .await
                 .map_err(|e| self.error(op, e))?;
-            let items = output
-                .responses()
-                .and_then(|r| r.get(self.name.as_ref()))
-                .map_or(&[][..], Vec::as_slice);
-            for item in items {
-                // Shards go negative when a message is counted down on another shard than it was
-                // counted up on; only the sum means anything.
-                total += get_opt_i64(item, SHARD_COUNT)?.unwrap_or(0);
+            if let Some(items) = output.responses().and_then(|r| r.get(self.name.as_ref())) {
+                found.extend(items.iter().cloned());
             }
             match output
                 .unprocessed_keys()
                 .and_then(|u| u.get(self.name.as_ref()))
                 .filter(|rest| !rest.keys().is_empty())
             {
-                None => return Ok(u64::try_from(total).unwrap_or(0)),
+                None => return Ok(found),
                 Some(rest) => pending = rest.clone(),
             }
             tokio::time::sleep(jitter(attempt + 1)).await;
@@ -218,6 +247,56 @@ impl Table {
         Err(StoreError::Busy(format!(
             "{op}: DynamoDB kept counter shards unprocessed"
         )))
+    }
+
+    /// Learn every counter's shard count from its shard 0 (for writers; readers learn as they read).
+    pub(super) async fn read_shard_settings(&self) -> StoreResult<()> {
+        let keys = Counter::ALL.iter().map(|c| c.shard_key(0)).collect();
+        for item in self.read_shards("count_shards", keys).await? {
+            let Some(shards) = get_opt_i64(&item, COUNTER_SHARDS_SET)? else {
+                continue;
+            };
+            let counter = Counter::ALL
+                .into_iter()
+                .find(|c| item.get(PK) == c.shard_key(0).get(PK));
+            if let Some(counter) = counter {
+                self.shards.learn(counter, clamp_shards(shards));
+            }
+        }
+        Ok(())
+    }
+
+    /// Raise every counter to `shards` shards. `Ok(Err(now))` when a counter already has more: shard
+    /// counts are never lowered.
+    pub(super) async fn raise_shards(&self, shards: usize) -> StoreResult<Result<(), usize>> {
+        let op = "count_shards";
+        for counter in Counter::ALL {
+            let result = self
+                .client
+                .update_item()
+                .table_name(self.name.as_ref())
+                .set_key(Some(counter.shard_key(0)))
+                .update_expression(format!("SET {COUNTER_SHARDS_SET} = :shards"))
+                .condition_expression(format!(
+                    "attribute_not_exists({COUNTER_SHARDS_SET}) OR {COUNTER_SHARDS_SET} <= :shards"
+                ))
+                .expression_attribute_values(":shards", n(shards as i64))
+                .send()
+                .await;
+            match result {
+                Ok(_) => self.shards.learn(counter, shards),
+                Err(error)
+                    if error
+                        .as_service_error()
+                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+                {
+                    self.read_shard_settings().await?;
+                    return Ok(Err(self.shards.known(counter)));
+                }
+                Err(error) => return Err(self.error(op, error)),
+            }
+        }
+        Ok(Ok(()))
     }
 
     /// Up to `want` log entries before `cursor`, newest first.
@@ -281,6 +360,13 @@ impl Cancelled {
 }
 
 /// Full jitter over an exponential base of 20 ms.
+/// A stored shard count, within what a counter may have.
+fn clamp_shards(stored: i64) -> usize {
+    usize::try_from(stored).map_or(COUNTER_SHARDS, |n| {
+        n.clamp(COUNTER_SHARDS, MAX_COUNTER_SHARDS)
+    })
+}
+
 fn jitter(attempt: u32) -> Duration {
     let ceiling = 20u64.saturating_mul(1 << attempt.min(6));
     Duration::from_millis(fastrand::u64(1..=ceiling))
