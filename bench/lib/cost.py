@@ -109,44 +109,35 @@ class Meter:
         names = [k["AttributeName"] for k in self.table(table, auth)["KeySchema"]]
         return {n: item[n] for n in names}
 
-    def writes(self, table: str, key: dict, apply, auth: dict, transactional: bool) -> tuple[float, object]:
-        """Units of one write: the item before and after `apply()`, plus every index's entry."""
-        before = self.item(table, key, auth)
-        result = apply()
-        after = self.item(table, key, auth)
+    def write_units(self, table: str, before: dict | None, after: dict | None, auth: dict,
+                    transactional: bool) -> float:
+        """Units of one table write that turned `before` into `after`, every index's entry included."""
         description = self.table(table, auth)
         keys = [k["AttributeName"] for k in description["KeySchema"]]
         units = cu.write_units(cu.item_size(before), cu.item_size(after), transactional)
         for index in description.get("GlobalSecondaryIndexes", []):
             units += cu.index_write_units(before, after, keys, index)
-        return units, result
+        return units
 
     def forward(self, target: str, raw: bytes, auth: dict) -> tuple[int, bytes, dict]:
         op = target.split(".")[-1]
         self.lookup_seconds.value = 0.0
         body = json.loads(raw or b"{}")
-        forward = lambda: self.call(target, body, auth)  # noqa: E731
+        send = lambda: self.call(target, body, auth)  # noqa: E731
         reads = writes = 0.0
-        if op in ("PutItem", "UpdateItem", "DeleteItem"):
-            table = body["TableName"]
-            key = body.get("Key") or self.key_of(table, body["Item"], auth)
-            writes, answer = self.writes(table, key, forward, auth, transactional=False)
-        elif op == "TransactWriteItems":
-            parts = []
-            for entry in body["TransactItems"]:
-                ((kind, spec),) = entry.items()
+        if op in ("PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems"):
+            transactional = op == "TransactWriteItems"
+            specs = [next(iter(e.values())) for e in body["TransactItems"]] if transactional else [body]
+            touched = []
+            for spec in specs:
                 key = spec.get("Key") or self.key_of(spec["TableName"], spec["Item"], auth)
-                parts.append((spec["TableName"], key, self.item(spec["TableName"], key, auth)))
-            answer = forward()
-            for table, key, before in parts:
+                touched.append((spec["TableName"], key, self.item(spec["TableName"], key, auth)))
+            answer = send()
+            for table, key, before in touched:
                 after = self.item(table, key, auth)
-                description = self.table(table, auth)
-                keys = [k["AttributeName"] for k in description["KeySchema"]]
-                writes += cu.write_units(cu.item_size(before), cu.item_size(after), transactional=True)
-                for index in description.get("GlobalSecondaryIndexes", []):
-                    writes += cu.index_write_units(before, after, keys, index)
+                writes += self.write_units(table, before, after, auth, transactional)
         else:
-            answer = forward()
+            answer = send()
             result = json.loads(answer[1] or b"{}") if answer[0] == 200 else {}
             consistent = bool(body.get("ConsistentRead"))
             # Reads are charged on the whole item even when a projection returns less of it.
@@ -227,29 +218,20 @@ class Workload:
         return pool[self.turn % len(pool)]
 
     def build(self, op: str) -> dict:
-        if op == "create":
-            return event("POST", "/messages", {"message": BODY})
-        if op == "create_ttl":
-            return event("POST", "/messages", {"message": BODY, "ttl_seconds": 3600})
-        if op == "get":
-            return event("GET", f"/messages/{self.pick(self.ids)}")
-        if op == "count":
-            return event("GET", "/messages")
-        if op == "update":
-            return event("PUT", f"/messages/{self.pick(self.ids)}", {"message": BODY + " (edited)"})
-        if op == "delete":
-            return event("DELETE", f"/messages/{self.ids.pop()}")
-        if op == "paste_create":
-            return event("POST", "/paste", {"content": BODY, "timetolive": 3600})
-        if op == "paste_get":
-            return event("GET", f"/paste/{self.pick(self.pastes)}")
-        if op == "app_append":
-            return event("POST", "/app")
-        if op == "app_list":
-            return event("GET", "/app", query="limit=20")
-        if op == "saved_get":
-            return event("GET", "/saved")
-        raise ValueError(op)
+        requests = {
+            "create": lambda: event("POST", "/messages", {"message": BODY}),
+            "create_ttl": lambda: event("POST", "/messages", {"message": BODY, "ttl_seconds": 3600}),
+            "get": lambda: event("GET", f"/messages/{self.pick(self.ids)}"),
+            "count": lambda: event("GET", "/messages"),
+            "update": lambda: event("PUT", f"/messages/{self.pick(self.ids)}", {"message": BODY + " (edited)"}),
+            "delete": lambda: event("DELETE", f"/messages/{self.ids.pop()}"),
+            "paste_create": lambda: event("POST", "/paste", {"content": BODY, "timetolive": 3600}),
+            "paste_get": lambda: event("GET", f"/paste/{self.pick(self.pastes)}"),
+            "app_append": lambda: event("POST", "/app"),
+            "app_list": lambda: event("GET", "/app", query="limit=20"),
+            "saved_get": lambda: event("GET", "/saved"),
+        }
+        return requests[op]()
 
     def learn(self, op: str, answer: dict) -> None:
         if op in ("create", "create_ttl", "paste_create") and answer.get("statusCode") in (200, 201):
@@ -419,7 +401,7 @@ def report(results: dict, machine: str) -> str:
         for label in labels:
             row = results[label]["summary"][op]
             cells += [f"{row['log_bytes']:.0f}", f"{row['emf_documents']:.1f}", f"{row['emf_bytes']:.0f}",
-                      f"{row['rru']:g}", f"{row['wru']:g}", f"{row['billed_ms']:.1f}"]
+                      f"{row['rru']:.2f}", f"{row['wru']:.2f}", f"{row['billed_ms']:.1f}"]
         out.append(f"| {op} | " + " | ".join(cells) + " |")
     out.append("\nlog B: the relay's JSON lines; EMF: its metric documents (both ingested by CloudWatch "
                "Logs); RRU/WRU: DynamoDB read/write request units by the published sizing rules "

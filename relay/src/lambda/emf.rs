@@ -63,6 +63,8 @@ struct CounterCell(AtomicU64);
 struct GaugeCell {
     bits: AtomicU64,
     changed: AtomicBool,
+    /// Set at least once: a gauge that never was has no value to write.
+    set: AtomicBool,
     /// When it was last written, in ms since the epoch (0: never).
     written_ms: AtomicU64,
 }
@@ -87,6 +89,7 @@ impl GaugeCell {
                 Some(f(f64::from_bits(bits)).to_bits())
             });
         self.changed.store(true, Ordering::Relaxed);
+        self.set.store(true, Ordering::Relaxed);
     }
 }
 
@@ -318,7 +321,7 @@ impl Emf {
                     let changed = g.changed.swap(false, Ordering::Relaxed);
                     let due = now_ms.saturating_sub(g.written_ms.load(Ordering::Relaxed))
                         >= GAUGE_REPEAT_MS;
-                    if !changed && !due {
+                    if !g.set.load(Ordering::Relaxed) || (!changed && !due) {
                         continue;
                     }
                     g.written_ms.store(now_ms, Ordering::Relaxed);
@@ -547,5 +550,7 @@ mod tests {
         assert_eq!(documents(&emf, 160_000).len(), 1, "again after a minute");
         emf.register_gauge(&info, &meta).set(2.0);
         assert_eq!(documents(&emf, 161_000)[0]["build_info"], 2.0, "changed");
+        let _never_set = emf.register_gauge(&Key::from_name("idle"), &meta);
+        assert!(documents(&emf, 300_000).iter().all(|d| d.get("idle").is_none()));
     }
 }
