@@ -551,6 +551,10 @@ mod tests {
         emf.register_gauge(&info, &meta).set(2.0);
         assert_eq!(documents(&emf, 161_000)[0]["build_info"], 2.0, "changed");
         let _never_set = emf.register_gauge(&Key::from_name("idle"), &meta);
-        assert!(documents(&emf, 300_000).iter().all(|d| d.get("idle").is_none()));
+        assert!(
+            documents(&emf, 300_000)
+                .iter()
+                .all(|d| d.get("idle").is_none())
+        );
     }
 }
