@@ -331,7 +331,6 @@ def per_operation(records: list[dict]) -> dict[str, dict]:
         summary[op] = {
             "n": len(rows), "log_bytes": mean("log_bytes"), "emf_bytes": mean("emf_bytes"),
             "emf_documents": mean("emf_documents"), "rru": mean("rru"), "wru": mean("wru"),
-            "wall_ms": statistics.median(r["wall_ms"] for r in rows),
             "billed_ms": statistics.fmean(math.ceil(r["wall_ms"]) for r in rows),
         }
     return summary

@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use metrics::{
@@ -107,10 +107,7 @@ impl GaugeFn for GaugeCell {
 
 impl HistogramFn for HistogramCell {
     fn record(&self, value: f64) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(value);
+        lock(&self.0).push(value);
     }
 }
 
@@ -196,31 +193,21 @@ impl Emf {
     }
 
     fn register(&self, key: &Key, make: impl FnOnce() -> Cell) -> Cell {
-        let mut series = self
-            .inner
-            .series
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        series.entry(key.clone()).or_insert_with(make).clone()
+        lock(&self.inner.series)
+            .entry(key.clone())
+            .or_insert_with(make)
+            .clone()
     }
 
     fn describe(&self, key: KeyName, unit: Option<Unit>) {
         if let Some(unit) = unit.and_then(unit_name) {
-            self.inner
-                .units
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(key.as_str().to_owned(), unit);
+            lock(&self.inner.units).insert(key.as_str().to_owned(), unit);
         }
     }
 
     /// Write `value` as member `name` of every document from now on (the invocation's request id).
     pub fn set_property(&self, name: &'static str, value: &str) {
-        self.inner
-            .properties
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(name, value.to_owned());
+        lock(&self.inner.properties).insert(name, value.to_owned());
     }
 
     /// Append what was recorded since the last flush to `out`, as EMF documents (one line each).
@@ -230,13 +217,8 @@ impl Emf {
     }
 
     fn flush_at(&self, out: &mut Vec<u8>, now_ms: u64) -> serde_json::Result<()> {
-        let samples = self.take_samples(now_ms);
-        let properties = self
-            .inner
-            .properties
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let samples = self.take_samples(&lock(&self.inner.units), now_ms);
+        let properties = lock(&self.inner.properties);
         let mut packs: Vec<Pack<'_>> = Vec::new();
         for sample in &samples {
             match packs.iter_mut().find(|p| p.accepts(sample)) {
@@ -298,18 +280,8 @@ impl Emf {
 
     /// Every series with something to write, reset for the next flush. A histogram with more values
     /// than one metric may hold gives one sample per chunk (they land in separate documents).
-    fn take_samples(&self, now_ms: u64) -> Vec<Sample> {
-        let units = self
-            .inner
-            .units
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let series = self
-            .inner
-            .series
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+    fn take_samples(&self, units: &HashMap<String, &'static str>, now_ms: u64) -> Vec<Sample> {
+        let series = lock(&self.inner.series);
         let mut samples = Vec::new();
         for (key, cell) in series.iter() {
             let values: Vec<Value> = match cell {
@@ -328,8 +300,7 @@ impl Emf {
                     vec![Value::from(f64::from_bits(g.bits.load(Ordering::Relaxed)))]
                 }
                 Cell::Histogram(h) => {
-                    let recorded =
-                        std::mem::take(&mut *h.0.lock().unwrap_or_else(PoisonError::into_inner));
+                    let recorded = std::mem::take(&mut *lock(&h.0));
                     recorded
                         .chunks(MAX_VALUES)
                         .map(|chunk| Value::from(chunk.to_vec()))
@@ -381,6 +352,11 @@ impl Recorder for Emf {
             _ => Histogram::noop(),
         }
     }
+}
+
+/// A lock that a panic elsewhere does not poison for good: every value here stays consistent on its own.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// CloudWatch's name for a unit. Counts are written without one (CloudWatch's default, `None`): 15

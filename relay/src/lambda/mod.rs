@@ -63,8 +63,8 @@ pub async fn run(config: Config) -> Result<(), lambda_http::Error> {
         .await
 }
 
-/// Render into a buffer, then hand the whole buffer to `out` in one `write_all`: the collector writes
-/// each EMF document in many small pieces, and a line another task logs must not land between them.
+/// Render into a buffer, then hand the whole buffer to `out` in one `write_all`: serde_json writes an
+/// EMF document in many small pieces, and a line another task logs must not land between them.
 /// Nothing is written when rendering fails.
 fn write_at_once(
     out: &mut impl Write,

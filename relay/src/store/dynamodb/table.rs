@@ -205,9 +205,7 @@ impl Table {
                 // Shards go negative when a message is counted down on another shard than it was
                 // counted up on; only the sum means anything.
                 total += get_opt_i64(&item, SHARD_COUNT)?.unwrap_or(0);
-                if let Some(shards) = get_opt_i64(&item, COUNTER_SHARDS_SET)? {
-                    self.shards.learn(counter, clamp_shards(shards));
-                }
+                self.learn_shards(counter, &item)?;
             }
             read = upto;
         }
@@ -252,16 +250,20 @@ impl Table {
     /// Learn every counter's shard count from its shard 0 (for writers; readers learn as they read).
     pub(super) async fn read_shard_settings(&self) -> StoreResult<()> {
         let keys = Counter::ALL.iter().map(|c| c.shard_key(0)).collect();
-        for item in self.read_shards("count_shards", keys).await? {
-            let Some(shards) = get_opt_i64(&item, COUNTER_SHARDS_SET)? else {
-                continue;
-            };
-            let counter = Counter::ALL
-                .into_iter()
-                .find(|c| item.get(PK) == c.shard_key(0).get(PK));
-            if let Some(counter) = counter {
-                self.shards.learn(counter, clamp_shards(shards));
+        let items = self.read_shards("count_shards", keys).await?;
+        for counter in Counter::ALL {
+            let zero = counter.shard_key(0);
+            if let Some(item) = items.iter().find(|item| item.get(PK) == zero.get(PK)) {
+                self.learn_shards(counter, item)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Learn `counter`'s shard count from one of its shard items (only shard 0 carries one).
+    fn learn_shards(&self, counter: Counter, item: &Item) -> StoreResult<()> {
+        if let Some(shards) = get_opt_i64(item, COUNTER_SHARDS_SET)? {
+            self.shards.learn(counter, clamp_shards(shards));
         }
         Ok(())
     }
