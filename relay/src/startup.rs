@@ -40,7 +40,6 @@ use crate::store::{DynStore, StoreError};
 use crate::telemetry;
 use crate::telemetry::events::{Event, LogLinesDropped, MessagesExpired, RelayStarted};
 use crate::telemetry::handles::{self, UNMATCHED_ROUTE};
-use crate::telemetry::request::trace_layer;
 use crate::telemetry::store::InstrumentedStore;
 
 /// The most expired messages one sweep transaction removes.
@@ -145,21 +144,18 @@ pub fn build(config: &Config, store: DynStore) -> App {
     // One stack around every route (and the fallback), outermost first. Per route, because the request
     // span and metrics need the matched route; in one `layer` call, because each call boxes every route
     // once more.
-    let outer = || {
-        ServiceBuilder::new()
-            // A malformed incoming id is dropped, so a new one is made; every response carries the id.
-            .map_request(drop_malformed_request_id as fn(Request) -> Request)
-            .layer(SetRequestIdLayer::x_request_id(NewRequestId))
-            .layer(PropagateRequestIdLayer::x_request_id())
-            // Outside the response step, so it compresses the final body; only for clients that ask, and
-            // only bodies over 1 KiB (the relay serves no images or streams, which tower-http's default
-            // predicate also checks for, on every response).
-            .layer(CompressionLayer::new().compress_when(SizeAbove::new(1024)))
-    };
-    let inner = ServiceBuilder::new()
+    let layers = ServiceBuilder::new()
+        // A malformed incoming id is dropped, so a new one is made; every response carries the id.
+        .map_request(drop_malformed_request_id as fn(Request) -> Request)
+        .layer(SetRequestIdLayer::x_request_id(NewRequestId))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        // Outside the response step, so it compresses the final body; only for clients that ask, and
+        // only bodies over 1 KiB (the relay serves no images or streams, which tower-http's default
+        // predicate also checks for, on every response).
+        .layer(CompressionLayer::new().compress_when(SizeAbove::new(1024)))
         // Everything inside this point may answer with a bare error; from here out, errors are
-        // problems and every response has the security headers. With telemetry on, it also emits
-        // the response event.
+        // problems and every response has the security headers. With telemetry on, it also makes
+        // and enters the request span and emits the response event.
         .layer(ResponseStepLayer {
             observe: !config.no_telemetry,
         })
@@ -173,14 +169,7 @@ pub fn build(config: &Config, store: DynStore) -> App {
             config.request_timeout,
         ))
         .layer(DefaultBodyLimit::disable());
-    // The request span around everything inside the outer layers; with `--no-telemetry`, no span at
-    // all (two stacks rather than an optional layer, whose two branches would need one body type).
-    let router = if config.no_telemetry {
-        router.layer(outer().layer(inner))
-    } else {
-        router.layer(outer().layer(trace_layer()).layer(inner))
-    }
-    .with_state(state);
+    let router = router.layer(layers).with_state(state);
 
     background.push(spawn_sweeper(store.clone(), config.sweep_interval));
     if !config.no_telemetry {
@@ -237,7 +226,7 @@ fn spawn_dropped_log_reporter() -> JoinHandle<()> {
         let mut every = tokio::time::interval(Duration::from_secs(1));
         loop {
             every.tick().await;
-            if let Some(count) = telemetry::paced::take_dropped() {
+            if let Some(count) = telemetry::take_dropped_log_lines() {
                 LogLinesDropped { count }.emit();
             }
         }

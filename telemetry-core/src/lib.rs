@@ -14,12 +14,17 @@
 //! innermost span's. Keys are written as they are named in the code (field names need no escaping);
 //! string values are copied as they are when JSON needs no escape in them, and otherwise written by
 //! serde_json, as are numbers. A span's fields are rendered once, as ready-made members, when the span
-//! is made or recorded, and copied into each line inside it; a line is built in a per-thread buffer and
-//! handed to the writer in one `write_all`, so lines from other threads never land inside it.
+//! is made or recorded, and copied into each line inside it; an event's fields are written straight
+//! into its line. A line is built in a per-thread buffer and handed to the writer in one `write_all`,
+//! so lines from other threads never land inside it.
+//!
+//! [`paced`] is where a long-running server hands its lines: a shared buffer written out by a thread
+//! of its own, so request threads never wait on stdout.
 //!
 //! Must never: write a key twice in one line, split a line across writes, or write anything but exactly
 //! one line per event.
 
+pub mod paced;
 pub mod strict;
 
 use std::cell::RefCell;
@@ -102,12 +107,10 @@ where
         with_buffers(
             |Buffers {
                  line,
-                 own,
                  taken,
                  text,
                  second,
              }| {
-                event.record(&mut own.visitor(text));
                 let meta = event.metadata();
                 line.extend_from_slice(br#"{"timestamp":""#);
                 push_timestamp(line, SystemTime::now(), second);
@@ -116,7 +119,10 @@ where
                 line.extend_from_slice(br#"","target":"#);
                 push_str(line, meta.target());
                 line.extend_from_slice(&self.identity);
-                own.write_members(line, taken);
+                event.record(&mut FieldVisitor {
+                    out: Members::Line { line, taken },
+                    text,
+                });
                 if let Some(scope) = ctx.event_scope(event) {
                     for span in scope {
                         if let Some(fields) = span.extensions().get::<Fields>() {
@@ -136,8 +142,6 @@ where
 #[derive(Default)]
 struct Buffers {
     line: Vec<u8>,
-    /// The event's own fields.
-    own: Fields,
     /// The keys of the fields the line holds so far (never a line member: fields drop those).
     taken: Vec<&'static str>,
     /// For `Debug` values, formatted before they are escaped.
@@ -155,7 +159,6 @@ fn with_buffers(f: impl FnOnce(&mut Buffers)) {
     BUFFERS.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buffers) => {
             buffers.line.clear();
-            buffers.own.clear();
             buffers.taken.clear();
             f(&mut buffers);
         }
@@ -163,10 +166,18 @@ fn with_buffers(f: impl FnOnce(&mut Buffers)) {
     });
 }
 
+/// Whether `key` names one of the line's own members ([`LINE_MEMBERS`]), which no field may replace.
+fn is_line_member(key: &str) -> bool {
+    matches!(
+        key,
+        "timestamp" | "level" | "target" | "service" | "version" | "env"
+    )
+}
+
 /// Fields as ready-made JSON members (`,"key":value`), in the order they were set; setting a key again
 /// replaces its member. `members` is always exactly the entries' members, in order, so a line copies
 /// them in one piece when none of their keys is taken. A span keeps its fields here, in its
-/// extensions; a line collects its event's.
+/// extensions.
 #[derive(Debug, Default)]
 pub struct Fields {
     members: Vec<u8>,
@@ -183,15 +194,10 @@ impl Fields {
         }
     }
 
-    fn clear(&mut self) {
-        self.members.clear();
-        self.entries.clear();
-    }
-
     /// Set `key` to the value that `write` appends; a key named like one of the line's own members is
     /// dropped here, since the line's member wins.
     fn set(&mut self, key: &'static str, write: impl FnOnce(&mut Vec<u8>)) {
-        if LINE_MEMBERS.contains(&key) {
+        if is_line_member(key) {
             return;
         }
         if let Some(at) = self.entries.iter().position(|(k, _)| *k == key) {
@@ -224,19 +230,47 @@ impl Fields {
     }
 
     fn visitor<'a>(&'a mut self, text: &'a mut String) -> FieldVisitor<'a> {
-        FieldVisitor { fields: self, text }
+        FieldVisitor {
+            out: Members::Span(self),
+            text,
+        }
     }
 }
 
-/// Records a span's or an event's fields into [`Fields`], keeping numbers and booleans typed.
+/// Where a visitor's members go: a span's [`Fields`] (a key set again replaces its member), or
+/// straight into an event's line (a key already there is left out: the first one written wins).
+enum Members<'a> {
+    Span(&'a mut Fields),
+    Line {
+        line: &'a mut Vec<u8>,
+        taken: &'a mut Vec<&'static str>,
+    },
+}
+
+impl Members<'_> {
+    fn set(&mut self, key: &'static str, write: impl FnOnce(&mut Vec<u8>)) {
+        match self {
+            Self::Span(fields) => fields.set(key, write),
+            Self::Line { line, taken } => {
+                if !is_line_member(key) && !taken.contains(&key) {
+                    push_key(line, key);
+                    write(line);
+                    taken.push(key);
+                }
+            }
+        }
+    }
+}
+
+/// Records a span's or an event's fields as JSON members, keeping numbers and booleans typed.
 struct FieldVisitor<'a> {
-    fields: &'a mut Fields,
+    out: Members<'a>,
     text: &'a mut String,
 }
 
 impl FieldVisitor<'_> {
     fn json<T: serde::Serialize + ?Sized>(&mut self, field: &Field, value: &T) {
-        self.fields.set(field.name(), |json| push_json(json, value));
+        self.out.set(field.name(), |json| push_json(json, value));
     }
 
     /// A value shown by its `Display` or `Debug` text, as a JSON string.
@@ -244,7 +278,7 @@ impl FieldVisitor<'_> {
         self.text.clear();
         format(self.text);
         let text = self.text.as_str();
-        self.fields.set(field.name(), |json| push_str(json, text));
+        self.out.set(field.name(), |json| push_str(json, text));
     }
 }
 
@@ -274,7 +308,7 @@ impl Visit for FieldVisitor<'_> {
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.fields.set(field.name(), |json| push_str(json, value));
+        self.out.set(field.name(), |json| push_str(json, value));
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
@@ -330,6 +364,7 @@ fn push_str(line: &mut Vec<u8>, value: &str) {
         escape | (b < 0x20) | (b == b'"') | (b == b'\\')
     });
     if !escape {
+        line.reserve(value.len() + 2);
         line.push(b'"');
         line.extend_from_slice(value.as_bytes());
         line.push(b'"');
@@ -450,15 +485,26 @@ mod tests {
             tracing::info!(
                 message = "x",
                 backend = "from-event",
+                timestamp = "shadow",
                 level = "shadow",
-                env = "shadow"
+                target = "shadow",
+                service = "shadow",
+                version = "shadow",
+                env = "shadow",
+                backend = "twice"
             );
         });
         let members = strict::parse_object(&lines[0]).expect("no duplicate keys");
         let value = |key: &str| members.iter().find(|(k, _)| k == key).unwrap().1.clone();
         assert_eq!(value("op"), "inner", "inner span beats outer");
-        assert_eq!(value("backend"), "from-event", "event beats span");
-        assert_eq!(value("level"), "INFO", "the line's own members win");
+        assert_eq!(
+            value("backend"),
+            "from-event",
+            "event beats span, first beats second"
+        );
+        for (key, value) in &members[..LINE_MEMBERS.len()] {
+            assert_ne!(value, "shadow", "the line's own {key} wins");
+        }
         assert_eq!(value("env"), "env \"quoted\"");
         let keys: Vec<&str> = members.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(

@@ -16,9 +16,9 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::ApiError;
+use super::layers::REQUEST_ID;
 use super::problem::{PROBLEM_JSON, Problem};
 use crate::telemetry;
-use crate::telemetry::request::REQUEST_ID;
 
 /// How long a readiness check waits for the store.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::HeaderValue;
+use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
@@ -17,7 +17,9 @@ use super::error::ApiError;
 use super::extract::ClientIp;
 use crate::telemetry::events::{Event, RateLimited};
 use crate::telemetry::handles::UNMATCHED_ROUTE;
-use crate::telemetry::request::REQUEST_ID;
+
+/// The request id header, set on every request before anything else sees it.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Whether an incoming request id is safe to adopt: 1-128 characters of `A-Za-z0-9._:-+/=` (the last
 /// three because API Gateway's ids are base64).

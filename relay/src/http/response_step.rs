@@ -1,13 +1,15 @@
 //! The response step: the last thing every response passes inside its route, and the one tower layer
 //! written here (everything else is tower-http's or axum's). When a request arrives it notes the
-//! request id and finds the request metrics of its route and method; when the response is ready it
-//! turns an error into a problem document ([`super::problem::finish`]), adds the security headers the
-//! handler did not set, and emits `HttpResponseSent`, the line that closes the request and its
-//! metrics, inside the request span.
+//! request id, makes the request span ([`crate::telemetry::request::span`]) and finds the request
+//! metrics of its route and method; it enters the span at every poll of the inner future, so the
+//! handler's lines carry the request's fields; when the response is ready it turns an error into a
+//! problem document ([`super::problem::finish`]), adds the security headers the handler did not set,
+//! and emits `HttpResponseSent`, the line that closes the request and its metrics, inside the span.
 //!
-//! Why a layer of its own: the response event needs the route and method (known when the request
-//! arrives) and the final status (known when the response is ready), and tower-http's `TraceLayer`
-//! callbacks share nothing between the two but the span; axum's `map_response` would box every
+//! Why a layer of its own, and not tower-http's `TraceLayer`: the response event needs the route and
+//! method (known when the request arrives) and the final status (known when the response is ready),
+//! which `TraceLayer`'s callbacks do not share; and `TraceLayer` also wraps every response body to
+//! enter the span again at each frame, where nothing logs. axum's `map_response` would box every
 //! request's future to run extractors this step reads directly.
 //! Must never: answer for the inner service, or emit the event outside the request span.
 
@@ -24,6 +26,7 @@ use tower_http::request_id::RequestId;
 use super::problem;
 use crate::telemetry::events::{Event, HttpResponseSent};
 use crate::telemetry::handles::{Endpoint, UNMATCHED_ROUTE};
+use crate::telemetry::request;
 
 /// Content-Security-Policy for everything served: the web app loads only its own files.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -46,7 +49,8 @@ const SECURITY_HEADERS: [(HeaderName, HeaderValue); 4] = [
     ),
 ];
 
-/// The response step as a layer. `observe`: emit the response event (off with `--no-telemetry`).
+/// The response step as a layer. `observe`: make the request span and emit the response event (off
+/// with `--no-telemetry`).
 #[derive(Debug, Clone, Copy)]
 pub struct ResponseStepLayer {
     pub observe: bool,
@@ -88,19 +92,32 @@ where
             .extensions()
             .get::<RequestId>()
             .map(|id| id.header_value().clone());
-        let endpoint = self.observe.then(|| {
-            let route = request.extensions().get::<MatchedPath>();
-            Endpoint::of(
-                route.map_or(UNMATCHED_ROUTE, |r| r.as_str()),
-                request.method(),
-            )
+        let observed = self.observe.then(|| {
+            let route = request
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or(UNMATCHED_ROUTE, |r| r.as_str());
+            let id = request_id.as_ref().and_then(|id| id.to_str().ok());
+            Observed {
+                span: request::span(id.unwrap_or_default(), request.method(), route),
+                endpoint: Endpoint::of(route, request.method()),
+                start: Instant::now(),
+            }
         });
         ResponseStepFuture {
             inner: self.inner.call(request),
             request_id,
-            observed: endpoint.map(|endpoint| (endpoint, Instant::now())),
+            observed,
         }
     }
+}
+
+/// What an observed request carries from its arrival to its response.
+#[derive(Debug)]
+struct Observed {
+    span: tracing::Span,
+    endpoint: Endpoint,
+    start: Instant,
 }
 
 pin_project_lite::pin_project! {
@@ -109,7 +126,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         request_id: Option<HeaderValue>,
-        observed: Option<(Endpoint, Instant)>,
+        observed: Option<Observed>,
     }
 }
 
@@ -123,17 +140,19 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        let _entered = this.observed.as_ref().map(|o| o.span.enter());
         let response = ready!(this.inner.poll(cx))?.map(Body::new);
         let mut response = problem::finish(this.request_id.as_ref(), response);
         let headers = response.headers_mut();
         for (name, value) in SECURITY_HEADERS {
             headers.entry(name).or_insert(value);
         }
-        if let Some((endpoint, start)) = this.observed.take() {
+        if let Some(observed) = this.observed.as_ref() {
             HttpResponseSent {
-                endpoint: &endpoint,
+                span: &observed.span,
+                endpoint: &observed.endpoint,
                 status: response.status(),
-                latency: start.elapsed(),
+                latency: observed.start.elapsed(),
             }
             .emit();
         }

@@ -18,9 +18,10 @@ pub trait Event {
 }
 
 /// A response was sent: the line that closes a request (`Request finished.`, or `Request failed.` at
-/// `ERROR` for a 5xx) and the request metrics. Emitted inside the request span (by the HTTP response
-/// step), so the line carries the request's fields.
+/// `ERROR` for a 5xx) and the request metrics. The line's parent is the request span (made by the
+/// HTTP response step), so it carries the request's fields.
 pub struct HttpResponseSent<'a> {
+    pub span: &'a tracing::Span,
     pub endpoint: &'a Endpoint,
     pub status: StatusCode,
     pub latency: Duration,
@@ -32,9 +33,9 @@ impl Event for HttpResponseSent<'_> {
         let status = self.status.as_u16();
         let latency_ms = millis(self.latency);
         if self.status.is_server_error() {
-            tracing::error!(message = "Request failed.", status, latency_ms);
+            tracing::error!(parent: self.span, message = "Request failed.", status, latency_ms);
         } else {
-            tracing::info!(message = "Request finished.", status, latency_ms);
+            tracing::info!(parent: self.span, message = "Request finished.", status, latency_ms);
         }
     }
 }
@@ -215,7 +216,7 @@ impl Event for AuthFailure {
     }
 }
 
-/// Log lines were dropped while stdout's reader stalled (see `telemetry::paced`); emitted once the
+/// Log lines were dropped while stdout's reader stalled (see `telemetry_core::paced`); emitted once the
 /// reader is back, so this line itself is written.
 pub struct LogLinesDropped {
     pub count: u64,

@@ -9,7 +9,6 @@
 pub mod events;
 pub mod handles;
 pub mod names;
-pub mod paced;
 pub mod request;
 pub mod store;
 
@@ -17,11 +16,12 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use telemetry_core::paced::{self, PacedWriter};
 use telemetry_core::{Identity, JsonLayer};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::writer::{EitherWriter, MakeWriter};
-use tracing_subscriber::layer::{Layer, SubscriberExt};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogFormat;
@@ -57,18 +57,19 @@ pub struct LogGuard {
 /// Install the global log subscriber. Filters come from `RUST_LOG` (default `info`; span directives
 /// such as `warn,relay[request]=debug` work). Call once.
 pub fn init_logging(format: LogFormat, env: &str, runtime: Runtime) -> LogGuard {
-    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
-    // Servers: lines go into a shared buffer written out by a ticker thread (see `paced`). Lambda:
-    // straight to stdout, so lines are written before the invocation returns.
+    // Servers: lines go into a shared buffer written out by a thread of its own (`paced`). Lambda, or
+    // no thread could be started: each line straight to stdout, written before the invocation returns.
     let paced = match runtime {
-        Runtime::Server => paced::paced(std::io::stdout(), paced::FLUSH_INTERVAL, paced::MAX_WAIT)
-            .ok()
-            .inspect(|(writer, _)| paced::set_process_writer(writer)),
+        Runtime::Server => {
+            paced::paced(std::io::stdout(), paced::FLUSH_INTERVAL, paced::MAX_WAIT).ok()
+        }
         Runtime::Lambda => None,
     };
     let (writer, flusher) = match paced {
-        Some((writer, flusher)) => (LogWriter::Paced(writer), Some(flusher)),
-        // Lambda, or no thread could be started for the ticker: each line straight to stdout.
+        Some((writer, flusher)) => {
+            let _ = LOG_WRITER.set(writer.clone());
+            (LogWriter::Paced(writer), Some(flusher))
+        }
         None => (LogWriter::Stdout, None),
     };
     let identity = Identity {
@@ -76,16 +77,25 @@ pub fn init_logging(format: LogFormat, env: &str, runtime: Runtime) -> LogGuard 
         version: VERSION,
         env: env.to_owned(),
     };
-    let layer = match format {
-        LogFormat::Json => JsonLayer::new(&identity, writer).boxed(),
-        LogFormat::Pretty => tracing_subscriber::fmt::layer()
-            .pretty()
-            .with_writer(writer)
-            .boxed(),
+    // Both layers and both filters are optional rather than boxed, so each span and event reaches
+    // them without a virtual call; exactly one of each pair is present.
+    let (json, pretty) = match format {
+        LogFormat::Json => (Some(JsonLayer::new(&identity, writer)), None),
+        LogFormat::Pretty => (
+            None,
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .pretty()
+                    .with_writer(writer),
+            ),
+        ),
     };
+    let (targets, env_filter) = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     if let Err(error) = tracing_subscriber::registry()
-        .with(filter)
-        .with(layer)
+        .with(targets)
+        .with(env_filter)
+        .with(json)
+        .with(pretty)
         .try_init()
     {
         eprintln!("logging was already initialised: {error}");
@@ -93,14 +103,20 @@ pub fn init_logging(format: LogFormat, env: &str, runtime: Runtime) -> LogGuard 
     LogGuard { _flusher: flusher }
 }
 
+/// The server's paced log writer, for [`take_dropped_log_lines`].
+static LOG_WRITER: OnceLock<PacedWriter> = OnceLock::new();
+
+/// The log lines dropped since the last call while stdout's reader stalled, once the writer is writing
+/// again (`None` while it is still stalled, when nothing was dropped, or in Lambda).
+pub fn take_dropped_log_lines() -> Option<u64> {
+    LOG_WRITER.get()?.take_dropped()
+}
+
 /// The filter for `RUST_LOG` (default `info`; an invalid value says so on stderr and means `info`).
 /// `target=level` lists, the usual case, use tracing-subscriber's `Targets`, which decides per call site
 /// once; only span or field directives (`relay[request]=debug`) need `EnvFilter`, which also takes a
-/// shared lock on every span enter, exit and close, so on every request.
-fn log_filter<S>(directives: Option<&str>) -> Box<dyn Layer<S> + Send + Sync>
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-{
+/// shared lock on every span enter, exit and close, so on every request. Exactly one of the two is set.
+fn log_filter(directives: Option<&str>) -> (Option<Targets>, Option<EnvFilter>) {
     let directives = directives
         .map(str::trim)
         .filter(|d| !d.is_empty())
@@ -108,20 +124,19 @@ where
     if !directives.contains(['[', '{'])
         && let Ok(targets) = directives.parse::<Targets>()
     {
-        return targets.boxed();
+        return (Some(targets), None);
     }
-    EnvFilter::try_new(directives)
-        .unwrap_or_else(|error| {
-            eprintln!("RUST_LOG={directives:?} is not a log filter ({error}); logging at info");
-            EnvFilter::new("info")
-        })
-        .boxed()
+    let env_filter = EnvFilter::try_new(directives).unwrap_or_else(|error| {
+        eprintln!("RUST_LOG={directives:?} is not a log filter ({error}); logging at info");
+        EnvFilter::new("info")
+    });
+    (None, Some(env_filter))
 }
 
 /// Where log lines go: the paced buffer (servers) or stdout directly (Lambda). Chosen once at start,
 /// not boxed per line.
 enum LogWriter {
-    Paced(paced::PacedWriter),
+    Paced(PacedWriter),
     Stdout,
 }
 
