@@ -79,6 +79,12 @@ pub struct Config {
     #[arg(long, env = "RELAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
 
+    /// Share of requests, 0.0 to 1.0, that log the relay's lines at debug whatever RUST_LOG says,
+    /// decided once per request; every line of such a request carries `sampled: true`. For JSON lines
+    /// with a `target=level` RUST_LOG (with span directives or pretty lines it is off, said on stderr).
+    #[arg(long, env = "RELAY_DEBUG_SAMPLE_RATE", default_value_t = 0.0, value_parser = sample_rate)]
+    pub debug_sample_rate: f64,
+
     /// Bearer token required by `PUT /saved`. Without one, the saved string cannot be changed. Prefer
     /// the RELAY_ADMIN_TOKEN variable or --admin-token-secret: a flag shows in `ps`.
     #[arg(
@@ -203,6 +209,18 @@ impl Config {
 }
 
 /// A duration above zero, as `10s`, `1m30s`, `500ms`.
+fn sample_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if (0.0..=1.0).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(format!("{rate} is not between 0.0 and 1.0"))
+    }
+}
+
 fn positive_duration(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
         Ok(duration) if duration.is_zero() => Err("must be above zero".to_owned()),

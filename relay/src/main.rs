@@ -42,8 +42,7 @@ async fn serve(config: Config) -> ExitCode {
     } else {
         Runtime::Server
     };
-    let _logs = (!config.no_telemetry)
-        .then(|| telemetry::init_logging(config.log_format, &config.environment, runtime));
+    let _logs = (!config.no_telemetry).then(|| telemetry::init_logging(&config, runtime));
     let result = if on_lambda {
         lambda::run(config).await.map_err(|e| e.to_string())
     } else {

@@ -32,11 +32,10 @@ fn init_logs() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         if std::env::var_os("TEST_LOG").is_some() {
-            let guard = crate::telemetry::init_logging(
-                LogFormat::Pretty,
-                "test",
-                crate::telemetry::Runtime::Lambda,
-            );
+            let mut config = Config::for_tests();
+            config.log_format = LogFormat::Pretty;
+            config.environment = "test".into();
+            let guard = crate::telemetry::init_logging(&config, crate::telemetry::Runtime::Lambda);
             std::mem::forget(guard);
         }
     });
@@ -298,6 +297,20 @@ async fn start_binary(
 }
 
 impl RelayProcess {
+    /// Create a message and return the URL that reads it back; panics unless the relay answers 201.
+    pub async fn create(&self, client: &reqwest::Client, text: &str) -> String {
+        let response = client
+            .post(format!("{}/messages", self.base))
+            .json(&json!({ "message": text }))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let created: Value = response.json().await.expect("json");
+        let id = created["id"].as_str().expect("an id");
+        format!("{}/messages/{id}", self.base)
+    }
+
     /// Send SIGTERM (a graceful stop); panics if it could not be sent.
     pub fn terminate(&self) {
         let pid = self.child.id().to_string();

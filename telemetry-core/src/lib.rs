@@ -18,6 +18,10 @@
 //! into its line. A line is built in a per-thread buffer and handed to the writer in one `write_all`,
 //! so lines from other threads never land inside it.
 //!
+//! Sampled spans ([`JsonLayer::sampled_below`]): a span whose field [`SAMPLED`] is `true` has every line
+//! inside it written, also those below the output filter (the subscriber's filter then lets them
+//! reach the layer); elsewhere such lines are dropped here.
+//!
 //! [`paced`] is where a long-running server hands its lines: a shared buffer written out by a thread
 //! of its own, so request threads never wait on stdout.
 //!
@@ -38,6 +42,7 @@ use smallvec::SmallVec;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Subscriber};
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
@@ -55,11 +60,16 @@ pub struct Identity {
 /// The members every line carries, in this order; no span or event field can replace them.
 pub const LINE_MEMBERS: [&str; 6] = ["timestamp", "level", "target", "service", "version", "env"];
 
+/// The span field that marks a sampled span (see the crate docs).
+pub const SAMPLED: &str = "sampled";
+
 /// The layer that writes every event as one JSON line (see the crate docs).
 pub struct JsonLayer<W> {
     /// `,"service":…,"version":…,"env":…`, rendered once.
     identity: Vec<u8>,
     writer: W,
+    /// With sampled spans: the output filter, which lines outside them must pass.
+    output: Option<Targets>,
 }
 
 impl<W> JsonLayer<W> {
@@ -76,7 +86,14 @@ impl<W> JsonLayer<W> {
         Self {
             identity: members,
             writer,
+            output: None,
         }
+    }
+
+    /// Write the lines `output` does not enable only inside sampled spans (see the crate docs).
+    pub fn sampled_below(mut self, output: Targets) -> Self {
+        self.output = Some(output);
+        self
     }
 }
 
@@ -104,6 +121,15 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let meta = event.metadata();
+        if let Some(output) = &self.output
+            && !output.would_enable(meta.target(), meta.level())
+            && !ctx.event_scope(event).is_some_and(|mut scope| {
+                scope.any(|span| span.extensions().get::<Fields>().is_some_and(|f| f.sampled))
+            })
+        {
+            return;
+        }
         with_buffers(
             |Buffers {
                  line,
@@ -111,7 +137,6 @@ where
                  text,
                  second,
              }| {
-                let meta = event.metadata();
                 line.extend_from_slice(br#"{"timestamp":""#);
                 push_timestamp(line, SystemTime::now(), second);
                 line.extend_from_slice(br#"","level":""#);
@@ -183,6 +208,8 @@ pub struct Fields {
     members: Vec<u8>,
     /// Inline up to eight fields, so a span's fields cost one allocation besides its extension's.
     entries: SmallVec<[(&'static str, Range<usize>); 8]>,
+    /// A sampled span's (its [`SAMPLED`] field is `true`).
+    sampled: bool,
 }
 
 impl Fields {
@@ -191,6 +218,7 @@ impl Fields {
         Self {
             members: Vec::with_capacity(192),
             entries: SmallVec::new(),
+            sampled: false,
         }
     }
 
@@ -304,6 +332,11 @@ impl Visit for FieldVisitor<'_> {
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
+        if let Members::Span(fields) = &mut self.out
+            && field.name() == SAMPLED
+        {
+            fields.sampled = value;
+        }
         self.json(field, &value);
     }
 
@@ -550,6 +583,44 @@ mod tests {
         strict::parse_object(&lines[1]).unwrap();
         let third: serde_json::Value = serde_json::from_str(&lines[2]).unwrap();
         assert_eq!(third["nan"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn lines_below_the_output_filter_are_written_only_inside_sampled_spans() {
+        let sink = Sink::default();
+        let identity = Identity {
+            service: "relay",
+            version: "9.9.9",
+            env: "test".into(),
+        };
+        let output: Targets = "info".parse().unwrap();
+        let layer = JsonLayer::new(&identity, sink.clone()).sampled_below(output);
+        // No filter in front: every line reaches the layer, which alone decides.
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+            tracing::debug!(message = "outside any span");
+            tracing::info_span!("request", request_id = "plain").in_scope(|| {
+                tracing::debug!(message = "in an unsampled span");
+                tracing::info!(message = "at the output level");
+            });
+            let sampled = tracing::error_span!("request", request_id = "s", sampled = true);
+            sampled.in_scope(|| {
+                tracing::info_span!("store").in_scope(|| tracing::debug!(message = "sampled"));
+            });
+        });
+        let lines: Vec<serde_json::Value> = sink
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|w| serde_json::from_slice(w).unwrap())
+            .collect();
+        let messages: Vec<&str> = lines
+            .iter()
+            .map(|l| l["message"].as_str().unwrap())
+            .collect();
+        assert_eq!(messages, ["at the output level", "sampled"]);
+        assert_eq!(lines[1]["sampled"], true);
+        assert_eq!(lines[1]["level"], "DEBUG");
     }
 
     #[test]

@@ -19,12 +19,12 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use telemetry_core::paced::{self, PacedWriter};
 use telemetry_core::{Identity, JsonLayer};
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::filter::Targets;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::writer::{EitherWriter, MakeWriter};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::config::LogFormat;
+use crate::config::{Config, LogFormat};
 use names::{Kind, Metric};
 
 /// The service name on every log line and the CloudWatch namespace of the relay's metrics.
@@ -54,9 +54,10 @@ pub struct LogGuard {
     _flusher: Option<paced::PacedFlusher>,
 }
 
-/// Install the global log subscriber. Filters come from `RUST_LOG` (default `info`; span directives
-/// such as `warn,relay[request]=debug` work). Call once.
-pub fn init_logging(format: LogFormat, env: &str, runtime: Runtime) -> LogGuard {
+/// Install the global log subscriber for `config`'s format, environment and debug sampling. Filters
+/// come from `RUST_LOG` (default `info`; span directives such as `warn,relay[request]=debug` work).
+/// Call once.
+pub fn init_logging(config: &Config, runtime: Runtime) -> LogGuard {
     // Servers: lines go into a shared buffer written out by a thread of its own (`paced`). Lambda, or
     // no thread could be started: each line straight to stdout, written before the invocation returns.
     let paced = match runtime {
@@ -75,12 +76,26 @@ pub fn init_logging(format: LogFormat, env: &str, runtime: Runtime) -> LogGuard 
     let identity = Identity {
         service: SERVICE,
         version: VERSION,
-        env: env.to_owned(),
+        env: config.environment.clone(),
     };
+    let (mut targets, env_filter) = log_filter(std::env::var("RUST_LOG").ok().as_deref());
+    let sampling = config.debug_sample_rate > 0.0;
     // Both layers and both filters are optional rather than boxed, so each span and event reaches
     // them without a virtual call; exactly one of each pair is present.
-    let (json, pretty) = match format {
-        LogFormat::Json => (Some(JsonLayer::new(&identity, writer)), None),
+    let (json, pretty) = match config.log_format {
+        LogFormat::Json => {
+            let mut json = JsonLayer::new(&identity, writer);
+            // Sampled requests: the filter lets the relay's debug lines through, and the layer writes
+            // those the output filter would not only inside a sampled request's span.
+            if let Some(output) = targets.clone().filter(|_| sampling) {
+                request::sample_debug(config.debug_sample_rate);
+                if !output.would_enable("relay", &tracing::Level::DEBUG) {
+                    targets = Some(output.clone().with_target("relay", LevelFilter::DEBUG));
+                }
+                json = json.sampled_below(output);
+            }
+            (Some(json), None)
+        }
         LogFormat::Pretty => (
             None,
             Some(
@@ -90,7 +105,9 @@ pub fn init_logging(format: LogFormat, env: &str, runtime: Runtime) -> LogGuard 
             ),
         ),
     };
-    let (targets, env_filter) = log_filter(std::env::var("RUST_LOG").ok().as_deref());
+    if sampling && (json.is_none() || env_filter.is_some()) {
+        eprintln!("debug sampling needs JSON lines and a target=level RUST_LOG; it is off");
+    }
     if let Err(error) = tracing_subscriber::registry()
         .with(targets)
         .with(env_filter)

@@ -4,13 +4,16 @@
 //! logged while the request is served carries these fields (the JSON layer writes them into each
 //! line), the line that closes the request (`HttpResponseSent`) included.
 //!
+//! With `--debug-sample-rate`, a share of requests is sampled when its span is made: `sampled: true`
+//! lets the JSON layer write the request's debug lines, whatever `RUST_LOG` says.
+//!
 //! The span's level is ERROR so that any filter that lets a request's errors or warnings through keeps
 //! the span too (a span the filter drops takes its fields with it): the fields are there at every
 //! `RUST_LOG` level.
 //!
 //! Must never: label a metric with a raw path, or lose the request's fields on a line inside it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use axum::http::Method;
 
@@ -29,6 +32,7 @@ pub fn span(request_id: &str, method: &Method, route: &str) -> tracing::Span {
         request_id,
         method = method_label(method),
         route,
+        sampled = sampled().then_some(true),
         cold_start = tracing::field::Empty,
         problem = tracing::field::Empty,
     );
@@ -44,6 +48,20 @@ pub fn span(request_id: &str, method: &Method, route: &str) -> tracing::Span {
 /// Record the kind of problem the current request ends with, as its span's `problem` field.
 pub fn record_problem(code: &'static str) {
     tracing::Span::current().record("problem", code);
+}
+
+/// The debug sample rate as `f64` bits (0.0 samples nothing), set by the log set-up.
+static SAMPLE_RATE: AtomicU64 = AtomicU64::new(0);
+
+/// Sample `rate` (0.0 to 1.0) of the requests from now on, for their debug lines.
+pub fn sample_debug(rate: f64) {
+    SAMPLE_RATE.store(rate.to_bits(), Ordering::Relaxed);
+}
+
+/// Whether this request is sampled, decided once, when its span is made.
+fn sampled() -> bool {
+    let rate = f64::from_bits(SAMPLE_RATE.load(Ordering::Relaxed));
+    rate > 0.0 && fastrand::f64() < rate
 }
 
 static ON_LAMBDA: AtomicBool = AtomicBool::new(false);

@@ -286,6 +286,107 @@ async fn span_directives_select_request_lines_by_their_span() {
     line_with(&refused, "Admin authentication failed.", &stdout);
 }
 
+/// `--debug-sample-rate`: a sampled request logs the relay's debug lines at `RUST_LOG=info`, and every
+/// line of it says `sampled: true`; the choice is made once per request; over 20,000 requests at 0.01
+/// the sampled count lands within the 99.9% binomial bound, and unsampled requests log no debug line.
+#[tokio::test]
+async fn debug_sampling_logs_whole_requests_at_debug_within_the_binomial_bound() {
+    const REQUESTS: usize = 20_000;
+    const RATE: f64 = 0.01;
+    let relay = spawn_binary(&[
+        ("RELAY_STORE", "memory:"),
+        ("RUST_LOG", "info"),
+        ("RELAY_DEBUG_SAMPLE_RATE", "0.01"),
+    ])
+    .await;
+    let client = reqwest::Client::new();
+    let url = relay.create(&client, "sampled").await;
+    let workers: Vec<_> = (0..16)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move {
+                for _ in 0..REQUESTS / 16 {
+                    let response = client.get(&url).send().await.unwrap();
+                    assert_eq!(response.status(), StatusCode::OK);
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let stdout = relay.stop();
+    let lines = parse_lines(&stdout);
+    let reads: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "Request finished." && l["route"] == "/messages/{id}")
+        .collect();
+    assert_eq!(reads.len(), REQUESTS, "one request line per read");
+    let sampled: BTreeSet<&str> = reads
+        .iter()
+        .filter(|l| l["sampled"] == true)
+        .map(|l| l["request_id"].as_str().unwrap())
+        .collect();
+    // The create before the reads may be sampled too (one time in a hundred): its lines may say so.
+    let create = lines
+        .iter()
+        .find(|l| l["message"] == "Request finished." && l["method"] == "POST")
+        .unwrap();
+    let create_sampled = create["sampled"] == true;
+    assert!(
+        reads
+            .iter()
+            .all(|l| l.get("sampled").is_none() || l["sampled"] == true),
+        "unsampled lines carry no `sampled` member"
+    );
+    // Binomial(20,000, 0.01): mean 200, standard deviation 14.07; 99.9% two-sided is 3.29 of them.
+    let (mean, sd) = (
+        REQUESTS as f64 * RATE,
+        (REQUESTS as f64 * RATE * (1.0 - RATE)).sqrt(),
+    );
+    let (low, high) = (mean - 3.29 * sd, mean + 3.29 * sd);
+    let count = sampled.len() as f64;
+    assert!(
+        (low..=high).contains(&count),
+        "{count} sampled of {REQUESTS}, outside [{low:.0}, {high:.0}]"
+    );
+    let debug: Vec<&Value> = lines.iter().filter(|l| l["level"] == "DEBUG").collect();
+    for line in &debug {
+        let id = line["request_id"].as_str().unwrap_or_default();
+        let in_sampled = sampled.contains(id) || (create_sampled && create["request_id"] == id);
+        assert!(
+            in_sampled && line["sampled"] == true,
+            "a debug line outside a sampled request: {line}"
+        );
+    }
+    for id in &sampled {
+        assert!(
+            debug
+                .iter()
+                .any(|l| l["request_id"] == *id && l["message"] == "Message read."),
+            "sampled request {id} logged no debug line"
+        );
+    }
+}
+
+#[test]
+fn a_debug_sample_rate_outside_0_to_1_is_refused_at_start() {
+    for rate in ["1.5", "-0.1", "NaN", "often"] {
+        let refused = std::process::Command::new(env!("CARGO_BIN_EXE_relay"))
+            .args(["--store", "memory:", "--listen", "127.0.0.1:0"])
+            .env("RELAY_DEBUG_SAMPLE_RATE", rate)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success(), "{rate} was accepted");
+        assert!(
+            said.contains("debug-sample-rate")
+                && (said.contains("not between 0.0 and 1.0") || said.contains("not a number")),
+            "{rate}: {said}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn pretty_lines_show_the_request_fields() {
     let stdout =
@@ -320,20 +421,7 @@ async fn message_contents_and_tokens_never_reach_info_logs() {
     .await;
     let client = reqwest::Client::new();
     let secret = "TOP-SECRET-MESSAGE-BODY-4d2c";
-    let created: Value = client
-        .post(format!("{}/messages", relay.base))
-        .json(&json!({"message": secret}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let path = format!(
-        "{}/messages/{}",
-        relay.base,
-        created["id"].as_str().unwrap()
-    );
+    let path = relay.create(&client, secret).await;
     client.get(&path).send().await.unwrap();
     client
         .put(&path)
