@@ -208,7 +208,7 @@ impl Config {
     }
 }
 
-/// A duration above zero, as `10s`, `1m30s`, `500ms`.
+/// A share from 0.0 to 1.0, as `0.01`.
 fn sample_rate(text: &str) -> Result<f64, String> {
     let rate: f64 = text
         .trim()
@@ -221,6 +221,7 @@ fn sample_rate(text: &str) -> Result<f64, String> {
     }
 }
 
+/// A duration above zero, as `10s`, `1m30s`, `500ms`.
 fn positive_duration(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
         Ok(duration) if duration.is_zero() => Err("must be above zero".to_owned()),

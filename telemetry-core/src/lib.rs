@@ -445,15 +445,22 @@ mod tests {
     }
 
     fn capture(f: impl FnOnce()) -> Vec<String> {
+        capture_with(|layer| layer, f)
+    }
+
+    /// What a layer set up by `configure` writes while `f` runs, with no filter in front of it.
+    fn capture_with(
+        configure: impl FnOnce(JsonLayer<Sink>) -> JsonLayer<Sink>,
+        f: impl FnOnce(),
+    ) -> Vec<String> {
         let sink = Sink::default();
         let identity = Identity {
             service: "relay",
             version: "9.9.9",
             env: "env \"quoted\"".into(),
         };
-        let subscriber =
-            tracing_subscriber::registry().with(JsonLayer::new(&identity, sink.clone()));
-        tracing::subscriber::with_default(subscriber, f);
+        let layer = configure(JsonLayer::new(&identity, sink.clone()));
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), f);
         let writes = sink.0.lock().unwrap().clone();
         writes
             .into_iter()
@@ -587,32 +594,25 @@ mod tests {
 
     #[test]
     fn lines_below_the_output_filter_are_written_only_inside_sampled_spans() {
-        let sink = Sink::default();
-        let identity = Identity {
-            service: "relay",
-            version: "9.9.9",
-            env: "test".into(),
-        };
         let output: Targets = "info".parse().unwrap();
-        let layer = JsonLayer::new(&identity, sink.clone()).sampled_below(output);
         // No filter in front: every line reaches the layer, which alone decides.
-        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
-            tracing::debug!(message = "outside any span");
-            tracing::info_span!("request", request_id = "plain").in_scope(|| {
-                tracing::debug!(message = "in an unsampled span");
-                tracing::info!(message = "at the output level");
-            });
-            let sampled = tracing::error_span!("request", request_id = "s", sampled = true);
-            sampled.in_scope(|| {
-                tracing::info_span!("store").in_scope(|| tracing::debug!(message = "sampled"));
-            });
-        });
-        let lines: Vec<serde_json::Value> = sink
-            .0
-            .lock()
-            .unwrap()
+        let lines = capture_with(
+            |layer| layer.sampled_below(output),
+            || {
+                tracing::debug!(message = "outside any span");
+                tracing::info_span!("request", request_id = "plain").in_scope(|| {
+                    tracing::debug!(message = "in an unsampled span");
+                    tracing::info!(message = "at the output level");
+                });
+                let sampled = tracing::error_span!("request", request_id = "s", sampled = true);
+                sampled.in_scope(|| {
+                    tracing::info_span!("store").in_scope(|| tracing::debug!(message = "sampled"));
+                });
+            },
+        );
+        let lines: Vec<serde_json::Value> = lines
             .iter()
-            .map(|w| serde_json::from_slice(w).unwrap())
+            .map(|line| serde_json::from_str(line).unwrap())
             .collect();
         let messages: Vec<&str> = lines
             .iter()

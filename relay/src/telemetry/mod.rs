@@ -87,7 +87,7 @@ pub fn init_logging(config: &Config, runtime: Runtime) -> LogGuard {
             let mut json = JsonLayer::new(&identity, writer);
             // Sampled requests: the filter lets the relay's debug lines through, and the layer writes
             // those the output filter would not only inside a sampled request's span.
-            if let Some(output) = targets.clone().filter(|_| sampling) {
+            if sampling && let Some(output) = targets.clone() {
                 request::sample_debug(config.debug_sample_rate);
                 if !output.would_enable("relay", &tracing::Level::DEBUG) {
                     targets = Some(output.clone().with_target("relay", LevelFilter::DEBUG));

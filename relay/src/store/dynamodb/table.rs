@@ -361,7 +361,6 @@ impl Cancelled {
     }
 }
 
-/// Full jitter over an exponential base of 20 ms.
 /// A stored shard count, within what a counter may have.
 fn clamp_shards(stored: i64) -> usize {
     usize::try_from(stored).map_or(COUNTER_SHARDS, |n| {
@@ -369,6 +368,7 @@ fn clamp_shards(stored: i64) -> usize {
     })
 }
 
+/// Full jitter over an exponential base of 20 ms.
 fn jitter(attempt: u32) -> Duration {
     let ceiling = 20u64.saturating_mul(1 << attempt.min(6));
     Duration::from_millis(fastrand::u64(1..=ceiling))
