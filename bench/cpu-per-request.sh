@@ -4,11 +4,11 @@
 # its neighbours from one run to the next (see bench/get-by-id.sh), so here two servers at a time are
 # loaded together, sharing core 0 (the scheduler splits it between them), and each one's CPU time (from
 # /proc/PID/task/*/schedstat) is divided by the requests it served: whatever the machine does to one of
-# the pair, it does to the other. Pairs: relay on + off (telemetry overhead), relay on + hello-world, and
+# the pair, it does to the other. Pairs: relay on + off (telemetry overhead), relay on + hello-world,
 # relay off + a second relay off as a control, which shows how far the method reads two identical servers
-# apart. Fresh processes every round; the two load generators start in alternating order. Loopback
-# only; about 4 minutes. With RELAY_BASELINE=PATH (another relay build, e.g. the previous release), a
-# fourth pair compares this build with that one, both with full telemetry: before/after in one run.
+# apart, and relay on with the debug buffer + relay on (what the buffer costs a successful request). Fresh processes every round; the two load generators start in alternating order. Loopback
+# only; about 5 minutes. With RELAY_BASELINE=PATH (another relay build, e.g. the previous release), a
+# fifth pair compares this build with that one, both with full telemetry: before/after in one run.
 # Usage: bench/cpu-per-request.sh [SECONDS_PER_RUN (4)] [ROUNDS (15)]. Writes bench/results/cpu-per-request.md.
 source "$(dirname "$0")/lib/common.sh"
 duration=${1:-4}
@@ -16,7 +16,8 @@ rounds=${2:-15}
 need_wrk
 build_get_servers
 
-pairs=("relay-telemetry-on relay-telemetry-off" "relay-telemetry-on hello" "relay-telemetry-off relay-control")
+pairs=("relay-telemetry-on relay-telemetry-off" "relay-telemetry-on hello" "relay-telemetry-off relay-control"
+       "relay-log-buffer relay-telemetry-on")
 [ -z "${RELAY_BASELINE:-}" ] || pairs+=("relay-telemetry-on relay-baseline")
 # cpu_ns PID: CPU time of all the process's threads so far, in nanoseconds.
 cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ns += $1} END {printf "%.0f", ns}'; }
@@ -54,7 +55,7 @@ python3 - "$work" "$rounds" "$duration" "$(machine)" "${RELAY_BASELINE:-}" > ben
 import statistics, sys
 work, rounds, duration, machine, baseline = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 pairs = [("relay-telemetry-on", "relay-telemetry-off"), ("relay-telemetry-on", "hello"),
-         ("relay-telemetry-off", "relay-control")]
+         ("relay-telemetry-off", "relay-control"), ("relay-log-buffer", "relay-telemetry-on")]
 if baseline:
     pairs.append(("relay-telemetry-on", "relay-baseline"))
 
@@ -75,10 +76,10 @@ ratio = lambda p, a, b: [x / y for x, y in zip(runs[(a, p)], runs[(b, p)])]
 print("# Server CPU per GET by id: relay vs bare axum, telemetry on vs off\n")
 print(f"Measured {machine}. `bench/cpu-per-request.sh {duration} {rounds}`: release build. Two servers at a time,")
 print(f"loaded together for {duration} s (wrk 1 thread / 32 connections each, both on core 1; both servers on core 0),")
-print(f"three pairs per round, {rounds} rounds, fresh processes for every pair. CPU is each server process's own")
+print(f"four pairs per round, {rounds} rounds, fresh processes for every pair. CPU is each server process's own")
 print("CPU time over the run (`/proc/PID/task/*/schedstat`) divided by the requests its wrk completed. Telemetry")
 print("on: a JSON line per request to a file and Prometheus metrics; off: `RELAY_NO_TELEMETRY=1`. relay-control is")
-print("a second telemetry-off relay. Sharing a core costs each server some cache, so the figures sit above those")
+print("a second telemetry-off relay; relay-log-buffer is telemetry on with `RELAY_LOG_BUFFER=debug`. Sharing a core costs each server some cache, so the figures sit above those")
 print("of a server running alone; the ratios are what this measures.\n")
 print("| pair | server | CPU µs per request, median | min | max |\n|---|---|---:|---:|---:|")
 for p, pair in enumerate(pairs):
@@ -92,9 +93,11 @@ print(f"- relay with full telemetry as a share of hello-world's requests per CPU
       f"{spread(ratio(1, 'hello', 'relay-telemetry-on'))} (bar: >= 65%)")
 print(f"- control, two identical telemetry-off relays, control/off - 1 (pair 3): "
       f"{spread([r - 1 for r in ratio(2, 'relay-control', 'relay-telemetry-off')])}")
+print(f"- the debug buffer on a successful request, CPU per request, buffer/on - 1 (pair 4): "
+      f"{spread([r - 1 for r in ratio(3, 'relay-log-buffer', 'relay-telemetry-on')])} (bar: <= 2 points)")
 if baseline:
     print(f"- this build vs the baseline build ({baseline.split('/')[-1]}), CPU per request, this/baseline - 1 "
-          f"(pair 4; negative: this build is cheaper): "
-          f"{spread([r - 1 for r in ratio(3, 'relay-telemetry-on', 'relay-baseline')])}")
+          f"(pair 5; negative: this build is cheaper): "
+          f"{spread([r - 1 for r in ratio(4, 'relay-telemetry-on', 'relay-baseline')])}")
 PY
 cat bench/results/cpu-per-request.md

@@ -30,12 +30,12 @@ count() {
   echo "$name: $(cat "$work/$name.count") (requests, instructions)"
 }
 
-for name in hello relay-telemetry-on relay-telemetry-off; do count "$name"; done
+for name in hello relay-telemetry-on relay-telemetry-off relay-log-buffer; do count "$name"; done
 
 python3 - "$work" "$duration" "$(machine)" > bench/results/instructions.md <<'PY'
 import sys
 work, duration, machine = sys.argv[1:4]
-names = ["hello", "relay-telemetry-on", "relay-telemetry-off"]
+names = ["hello", "relay-telemetry-on", "relay-telemetry-off", "relay-log-buffer"]
 per = {}
 for name in names:
     requests, instructions = (int(x) for x in open(f"{work}/{name}.count").read().split())
@@ -44,13 +44,15 @@ print("# User-space instructions per GET by id\n")
 print(f"Measured {machine}. `bench/instructions.sh {duration}`: release build under `valgrind --tool=callgrind`,")
 print(f"counters zeroed after a 2 s warm-up and dumped after {duration} s of wrk (1 thread, 8 connections); all threads")
 print("of the server process. Telemetry on: a JSON line per request (to a file) and Prometheus metrics; off:")
-print("`RELAY_NO_TELEMETRY=1`.\n")
+print("`RELAY_NO_TELEMETRY=1`; relay-log-buffer: telemetry on with `RELAY_LOG_BUFFER=debug`.\n")
 print("| server | requests | instructions | per request |\n|---|---:|---:|---:|")
 for name in names:
     requests, instructions, each = per[name]
     print(f"| {name} | {requests:,} | {instructions:,} | {each:,.0f} |")
-on, off, hello = (per[n][2] for n in names[1:] + names[:1])
+hello, on, off, buffer = (per[n][2] for n in names)
 print(f"\n- telemetry: **{on - off:,.0f}** instructions per request ({on / off - 1:.1%} more than telemetry off)")
+print(f"- the debug buffer (`RELAY_LOG_BUFFER=debug`, each request's debug lines rendered, kept, then dropped): "
+      f"**{buffer - on:,.0f}** instructions per request ({buffer / on - 1:.1%} more than telemetry on)")
 print(f"- the relay with full telemetry executes {on / hello:.2f}x the hello-world's instructions per request")
 PY
 cat bench/results/instructions.md

@@ -62,6 +62,8 @@ LUA
 #   relay-telemetry-off the same relay with RELAY_NO_TELEMETRY=1 (no log lines, no metrics recorder)
 #   relay-control       a second telemetry-off relay: its ratio to relay-telemetry-off shows what the
 #                       method itself reads into two identical servers
+#   relay-log-buffer    relay-telemetry-on with the debug buffer on (RELAY_LOG_BUFFER=debug): each request
+#                       renders and keeps its debug lines, then drops them (the GETs all succeed, quickly)
 #   relay-baseline      another build of the relay ($RELAY_BASELINE, e.g. the last release), full
 #                       telemetry, for before/after figures in the same run
 # Benchmarks start fresh processes every round: where the allocator and the loader put things differs
@@ -80,6 +82,7 @@ start_server() {
   case $name in
     hello) launch+=("$target_dir/release/examples/hello" "127.0.0.1:${port[$name]}") ;;
     relay-telemetry-on) settings=(RUST_LOG=info); out=$work/$name.log ;;
+    relay-log-buffer) settings=(RUST_LOG=info RELAY_LOG_BUFFER=debug); out=$work/$name.log ;;
     relay-baseline) settings=(RUST_LOG=info); out=$work/$name.log; binary=${RELAY_BASELINE:?set RELAY_BASELINE to a relay binary} ;;
     relay-telemetry-off | relay-control) settings=(RELAY_NO_TELEMETRY=1) ;;
     *) echo "unknown server $name" >&2; exit 1 ;;

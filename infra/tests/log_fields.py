@@ -42,6 +42,13 @@ RELAY_FIELDS: dict[str, str] = {
     "listen": "relay/src/telemetry/events.rs",
     "store": "relay/src/telemetry/events.rs",
     "max_connections": "relay/src/telemetry/events.rs",
+    # The debug buffer: the request line that writes it, and the WARN line of an overflowing one.
+    "flush_buffer": "relay/src/telemetry/events.rs",
+    "dropped_lines": LINE_SHAPE,
+    # Each DynamoDB call attempt (debug), inside the store operation's span (`op`, `backend`).
+    "call": "relay/src/store/dynamodb/attempts.rs",
+    "attempt": "relay/src/store/dynamodb/attempts.rs",
+    "http_status": "relay/src/store/dynamodb/attempts.rs",
 }
 
 # Fields only the Lambda runtime produces: a local run cannot show them.

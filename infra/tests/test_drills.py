@@ -113,7 +113,7 @@ class RelayOnLambda:
         self.clock = clock = Clock()
         self.proxy = FaultyDynamoDb(os.environ["AWS_ENDPOINT_URL"], clock)
         variables = {
-            **_aws_env(), "RELAY_ENV": env.env, "RUST_LOG": "info,relay=debug", "RELAY_CACHE_TTL": "0s",
+            **_aws_env(), "RELAY_ENV": env.env, "RUST_LOG": "info", "RELAY_LOG_BUFFER": "debug", "RELAY_CACHE_TTL": "0s",
             "RELAY_ADMIN_TOKEN": ADMIN_TOKEN, "RELAY_RATE_LIMIT": "0", "RELAY_STORE": f"dynamodb:{env.table}",
             "RELAY_DYNAMODB_ENDPOINT": self.proxy.endpoint,
         }

@@ -57,7 +57,7 @@ class RunningRelay:
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = log
-        full_env = {**os.environ, **env, "RUST_LOG": "debug", "RELAY_LISTEN": f"127.0.0.1:{self.port}", "RELAY_LOG_FORMAT": "json"}
+        full_env = {**os.environ, "RUST_LOG": "debug", **env, "RELAY_LISTEN": f"127.0.0.1:{self.port}", "RELAY_LOG_FORMAT": "json"}
         self.handle = log.open("w")
         self.proc = subprocess.Popen([str(RELAY_BIN), *args], stdout=self.handle, stderr=subprocess.STDOUT, env=full_env)
         deadline = time.monotonic() + 20
@@ -143,16 +143,20 @@ def real_lines(root) -> dict[str, list[dict]]:
             lines += relay.stop()
 
     # 2. DynamoDB with a table that does not exist (on the local AWS-API server): store failures, 503s,
-    # and rate limiting.
+    # and rate limiting; logged as in the stacks (info, with the debug buffer: small here, so it overflows).
     relay = RunningRelay(
-        ["--store", "dynamodb:relay-ops-check-no-such-table", "--rate-limit", "1", "--rate-limit-burst", "2", "--env", "opscheck"],
-        {},
+        ["--store", "dynamodb:relay-ops-check-no-such-table", "--rate-limit", "1", "--rate-limit-burst", "2", "--env", "opscheck",
+         "--log-buffer", "debug", "--log-buffer-max-bytes", "1024"],
+        {"RUST_LOG": "info"},
         out_dir / "relay-dynamodb-down.log",
     )
     try:
         statuses = [_request(relay.base, "GET", "/messages")[0] for _ in range(5)]
         assert 503 in statuses and 429 in statuses, statuses
         assert _request(relay.base, "GET", "/readyz")[0] == 503
+        time.sleep(2.1)  # the rate limit's burst comes back
+        # A create's store calls overflow the 1 KiB buffer: its flush says how many lines it dropped.
+        assert _request(relay.base, "POST", "/messages", b'{"message":"x"}', json_headers)[0] == 503
         canary += _canary_lines(relay.base, out_dir / "canary-failing.log")
     finally:
         lines += relay.stop()

@@ -235,6 +235,7 @@ def test_the_functions_run_with_the_environments_settings(deployed, environments
         assert variables["RELAY_ENV"] == env
         assert variables["RELAY_STORE"] == f"dynamodb:relay-{env}"
         assert variables["RUST_LOG"] == app["LogLevel"]
+        assert variables["RELAY_LOG_BUFFER"] == app["LogBuffer"] == "debug", "both stacks keep debug lines for failures"
         assert str(variables["RELAY_RATE_LIMIT"]) == app["ClientRateLimit"]
         assert variables["RELAY_ADMIN_TOKEN_SECRET"].startswith(f"arn:aws:secretsmanager:{d['region']}:")
         assert "RELAY_ADMIN_TOKEN" not in variables, "the token itself never sits in the configuration"

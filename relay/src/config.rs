@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tracing_subscriber::filter::LevelFilter;
 
 use crate::domain::MESSAGE_BYTES_CEILING;
 use crate::store::sqlite::IntegrityCheck;
@@ -84,6 +85,23 @@ pub struct Config {
     /// with a `target=level` RUST_LOG (with span directives or pretty lines it is off, said on stderr).
     #[arg(long, env = "RELAY_DEBUG_SAMPLE_RATE", default_value_t = 0.0, value_parser = sample_rate)]
     pub debug_sample_rate: f64,
+
+    /// The debug buffer: while a request runs, its lines down to this level (`debug`, `trace`) that
+    /// RUST_LOG would not write are kept, and written before its request line if it fails (5xx, a
+    /// panic, a timeout) or is slower than --log-buffer-slow; otherwise dropped. `off` by default.
+    /// For JSON lines with a `target=level` RUST_LOG, like --debug-sample-rate.
+    #[arg(long, env = "RELAY_LOG_BUFFER", default_value = "off", value_parser = buffer_level)]
+    pub log_buffer: LevelFilter,
+
+    /// With --log-buffer: a request slower than this writes its buffer too.
+    #[arg(long, env = "RELAY_LOG_BUFFER_SLOW", default_value = "1s", value_parser = positive_duration)]
+    pub log_buffer_slow: Duration,
+
+    /// With --log-buffer: most bytes of lines one request keeps; past that the oldest are dropped,
+    /// and the flush says how many with one WARN line.
+    #[arg(long, env = "RELAY_LOG_BUFFER_MAX_BYTES", default_value_t = 64 * 1024,
+          value_parser = clap::value_parser!(u32).range(1024..=16 * 1024 * 1024))]
+    pub log_buffer_max_bytes: u32,
 
     /// Bearer token required by `PUT /saved`. Without one, the saved string cannot be changed. Prefer
     /// the RELAY_ADMIN_TOKEN variable or --admin-token-secret: a flag shows in `ps`.
@@ -219,6 +237,13 @@ fn sample_rate(text: &str) -> Result<f64, String> {
     } else {
         Err(format!("{rate} is not between 0.0 and 1.0"))
     }
+}
+
+/// A log level for the debug buffer: `off`, or one of `error` to `trace`.
+fn buffer_level(text: &str) -> Result<LevelFilter, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not off, error, warn, info, debug or trace"))
 }
 
 /// A duration above zero, as `10s`, `1m30s`, `500ms`.

@@ -1,6 +1,7 @@
 //! Build the application from a `Config`: open the store, assemble the one Router (routes, state, and
 //! every layer, applied once), start the background tasks, and serve until a shutdown signal.
 
+use std::any::Any;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,12 +9,13 @@ use std::time::Duration;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::from_fn_with_state;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::SizeAbove;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -29,7 +31,7 @@ use crate::http::error::ApiError;
 use crate::http::extract::truncate;
 use crate::http::layers::{NewRequestId, RateLimit, drop_malformed_request_id, rate_limit};
 use crate::http::openapi::{self, ApiDoc, OpenApiJson};
-use crate::http::response_step::ResponseStepLayer;
+use crate::http::response_step::{self, ResponseStepLayer};
 use crate::http::{AppState, Context, app_log, assets, health, messages, paste, saved};
 use crate::server::{self, ConnectionLimits};
 use crate::service::Messages;
@@ -159,6 +161,11 @@ pub fn build(config: &Config, store: DynStore) -> App {
         .layer(ResponseStepLayer {
             observe: !config.no_telemetry,
         })
+        // A handler that panics answers 500 through the response step (a problem, the reason in the
+        // `Internal error.` line, the debug buffer written), and the connection lives on.
+        .layer(CatchPanicLayer::custom(
+            response_step::panic_response as fn(Box<dyn Any + Send>) -> Response,
+        ))
         // A declared body over the limit is answered 413 at once; a longer chunked body fails its
         // extractor with 413 (axum's own extractor limit is off: this is the one limit).
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes as usize))

@@ -18,20 +18,28 @@
 //! into its line. A line is built in a per-thread buffer and handed to the writer in one `write_all`,
 //! so lines from other threads never land inside it.
 //!
-//! Sampled spans ([`JsonLayer::sampled_below`]): a span whose field [`SAMPLED`] is `true` has every line
-//! inside it written, also those below the output filter (the subscriber's filter then lets them
-//! reach the layer); elsewhere such lines are dropped here.
+//! Below the output filter ([`JsonLayer::below_output`]): the subscriber's filter lets lines through
+//! that the output filter would not, and the layer decides what becomes of them:
+//! - inside a sampled span (its field [`SAMPLED`] is `true`), they are written;
+//! - inside any other span, with [`Buffering`] and at its level or above, they are kept in a bounded
+//!   buffer of the outermost span (the request's), oldest evicted first. An event whose field [`FLUSH`]
+//!   is `true` (the request line of a failed or slow request) writes that buffer out, in order and
+//!   before its own line, all in one write; when evictions dropped lines, one WARN line before the
+//!   buffered ones says how many. A buffer no event flushes is dropped with its span;
+//! - elsewhere, they are dropped.
 //!
 //! [`paced`] is where a long-running server hands its lines: a shared buffer written out by a thread
 //! of its own, so request threads never wait on stdout.
 //!
-//! Must never: write a key twice in one line, split a line across writes, or write anything but exactly
-//! one line per event.
+//! Must never: write a key twice in one line, split a line across writes, write anything but exactly
+//! one line per event (a buffered line is written once, by the flush, or never), or write a span's
+//! buffered lines into another span's flush.
 
 pub mod paced;
 pub mod strict;
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
 use std::ops::Range;
@@ -41,11 +49,11 @@ use smallvec::SmallVec;
 
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Subscriber};
-use tracing_subscriber::filter::Targets;
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, Layer};
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::registry::{LookupSpan, Scope, SpanRef};
 
 /// Who wrote a line: on every line, after `timestamp`, `level` and `target`.
 #[derive(Debug, Clone)]
@@ -63,13 +71,31 @@ pub const LINE_MEMBERS: [&str; 6] = ["timestamp", "level", "target", "service", 
 /// The span field that marks a sampled span (see the crate docs).
 pub const SAMPLED: &str = "sampled";
 
+/// The event field that writes out the buffered lines of the event's outermost span (see the crate
+/// docs).
+pub const FLUSH: &str = "flush_buffer";
+
+/// How lines below the output filter are kept until a flush (see the crate docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Buffering {
+    /// The most verbose level kept (`DEBUG` keeps debug lines, not trace ones).
+    pub level: LevelFilter,
+    /// The most bytes of lines one span keeps; past that the oldest lines are evicted.
+    pub max_bytes: usize,
+}
+
 /// The layer that writes every event as one JSON line (see the crate docs).
 pub struct JsonLayer<W> {
     /// `,"service":…,"version":…,"env":…`, rendered once.
     identity: Vec<u8>,
     writer: W,
-    /// With sampled spans: the output filter, which lines outside them must pass.
-    output: Option<Targets>,
+    below: Option<Below>,
+}
+
+/// What becomes of the lines the output filter would not write.
+struct Below {
+    output: Targets,
+    buffering: Option<Buffering>,
 }
 
 impl<W> JsonLayer<W> {
@@ -86,14 +112,96 @@ impl<W> JsonLayer<W> {
         Self {
             identity: members,
             writer,
-            output: None,
+            below: None,
         }
     }
 
-    /// Write the lines `output` does not enable only inside sampled spans (see the crate docs).
-    pub fn sampled_below(mut self, output: Targets) -> Self {
-        self.output = Some(output);
+    /// Write the lines `output` does not enable only inside sampled spans, and with `buffering` keep
+    /// them for a flush (see the crate docs).
+    pub fn below_output(mut self, output: Targets, buffering: Option<Buffering>) -> Self {
+        self.below = Some(Below { output, buffering });
         self
+    }
+
+    /// Render one line into `buffers.line`: the head every line starts with (`{"timestamp":…,
+    /// "level":…,"target":…` and the identity), the members `fields` sets, then the fields of the
+    /// spans in `scope`, innermost first. Returns whether the fields asked for a flush ([`FLUSH`]).
+    fn render<S: for<'a> LookupSpan<'a>>(
+        &self,
+        buffers: &mut Buffers,
+        level: &Level,
+        target: &str,
+        fields: impl FnOnce(&mut FieldVisitor<'_>),
+        scope: Option<Scope<'_, S>>,
+    ) -> bool {
+        let Buffers {
+            line,
+            taken,
+            text,
+            second,
+        } = buffers;
+        line.clear();
+        taken.clear();
+        line.extend_from_slice(br#"{"timestamp":""#);
+        push_timestamp(line, SystemTime::now(), second);
+        line.extend_from_slice(br#"","level":""#);
+        line.extend_from_slice(level.as_str().as_bytes());
+        line.extend_from_slice(br#"","target":"#);
+        push_str(line, target);
+        line.extend_from_slice(&self.identity);
+        let mut visitor = FieldVisitor {
+            out: Members::Line { line, taken },
+            text,
+            flush: false,
+        };
+        fields(&mut visitor);
+        let flush = visitor.flush;
+        for span in scope.into_iter().flatten() {
+            if let Some(fields) = span.extensions().get::<Fields>() {
+                fields.write_members(line, taken);
+            }
+        }
+        line.extend_from_slice(b"}\n");
+        flush
+    }
+}
+
+/// Where a line below the output filter goes.
+enum Fate<'a, S: for<'l> LookupSpan<'l>> {
+    Write,
+    /// Into the buffer of `span`, the event's outermost, which keeps at most `max_bytes`.
+    Keep {
+        span: SpanRef<'a, S>,
+        max_bytes: usize,
+    },
+    Drop,
+}
+
+/// A span's kept lines, oldest first (see the crate docs).
+#[derive(Debug, Default)]
+struct DebugBuffer {
+    bytes: VecDeque<u8>,
+    /// The length of each line in `bytes`.
+    lengths: VecDeque<usize>,
+    /// The lines evicted (or too long to keep at all).
+    dropped: u64,
+}
+
+impl DebugBuffer {
+    fn push(&mut self, line: &[u8], max_bytes: usize) {
+        if line.len() > max_bytes {
+            self.dropped += 1;
+            return;
+        }
+        while self.bytes.len() + line.len() > max_bytes {
+            let Some(oldest) = self.lengths.pop_front() else {
+                break;
+            };
+            self.bytes.drain(..oldest);
+            self.dropped += 1;
+        }
+        self.bytes.extend(line);
+        self.lengths.push_back(line.len());
     }
 }
 
@@ -122,44 +230,110 @@ where
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let meta = event.metadata();
-        if let Some(output) = &self.output
-            && !output.would_enable(meta.target(), meta.level())
-            && !ctx.event_scope(event).is_some_and(|mut scope| {
-                scope.any(|span| span.extensions().get::<Fields>().is_some_and(|f| f.sampled))
-            })
-        {
+        let fate = match &self.below {
+            Some(below) if !below.output.would_enable(meta.target(), meta.level()) => {
+                below_fate(below.buffering, meta.level(), ctx.event_scope(event))
+            }
+            _ => Fate::Write,
+        };
+        if matches!(fate, Fate::Drop) {
             return;
         }
-        with_buffers(
-            |Buffers {
-                 line,
-                 taken,
-                 text,
-                 second,
-             }| {
-                line.extend_from_slice(br#"{"timestamp":""#);
-                push_timestamp(line, SystemTime::now(), second);
-                line.extend_from_slice(br#"","level":""#);
-                line.extend_from_slice(meta.level().as_str().as_bytes());
-                line.extend_from_slice(br#"","target":"#);
-                push_str(line, meta.target());
-                line.extend_from_slice(&self.identity);
-                event.record(&mut FieldVisitor {
-                    out: Members::Line { line, taken },
-                    text,
-                });
-                if let Some(scope) = ctx.event_scope(event) {
-                    for span in scope {
-                        if let Some(fields) = span.extensions().get::<Fields>() {
-                            fields.write_members(line, taken);
-                        }
+        with_buffers(|buffers| {
+            let flush = self.render(
+                buffers,
+                meta.level(),
+                meta.target(),
+                |visitor| event.record(visitor),
+                ctx.event_scope(event),
+            );
+            if let Fate::Keep { span, max_bytes } = &fate {
+                let mut extensions = span.extensions_mut();
+                match extensions.get_mut::<DebugBuffer>() {
+                    Some(kept) => kept.push(&buffers.line, *max_bytes),
+                    None => {
+                        let mut kept = DebugBuffer::default();
+                        kept.push(&buffers.line, *max_bytes);
+                        extensions.insert(kept);
                     }
                 }
-                line.extend_from_slice(b"}\n");
-                // Nowhere to report a failed log write; the program goes on.
-                let _ = self.writer.make_writer_for(meta).write_all(line);
-            },
-        );
+                return;
+            }
+            let kept = flush
+                .then(|| ctx.event_scope(event)?.from_root().next())
+                .flatten()
+                .and_then(|outermost| outermost.extensions_mut().remove::<DebugBuffer>());
+            // Nowhere to report a failed log write; the program goes on.
+            let _ = match kept {
+                None => self.writer.make_writer_for(meta).write_all(&buffers.line),
+                Some(kept) => {
+                    let out = self.flushed(kept, meta, ctx.event_scope(event), &buffers.line);
+                    self.writer.make_writer_for(meta).write_all(&out)
+                }
+            };
+        });
+    }
+}
+
+impl<W> JsonLayer<W> {
+    /// What a flush writes in one piece: the WARN line about evicted lines (if any were), the kept
+    /// lines in order, then the flushing event's own `line`.
+    fn flushed<S: for<'a> LookupSpan<'a>>(
+        &self,
+        kept: DebugBuffer,
+        meta: &tracing::Metadata<'_>,
+        scope: Option<Scope<'_, S>>,
+        line: &[u8],
+    ) -> Vec<u8> {
+        let mut out = Vec::with_capacity(kept.bytes.len() + line.len() + 512);
+        if kept.dropped > 0 {
+            let mut warn = Buffers::default();
+            let message = format!(
+                "Debug buffer full: the {} oldest lines were dropped.",
+                kept.dropped
+            );
+            self.render(
+                &mut warn,
+                &Level::WARN,
+                meta.target(),
+                |visitor| {
+                    visitor.out.set("message", |json| push_str(json, &message));
+                    visitor
+                        .out
+                        .set("dropped_lines", |json| push_json(json, &kept.dropped));
+                },
+                scope,
+            );
+            out.extend_from_slice(&warn.line);
+        }
+        let (front, back) = kept.bytes.as_slices();
+        out.extend_from_slice(front);
+        out.extend_from_slice(back);
+        out.extend_from_slice(line);
+        out
+    }
+}
+
+/// The fate of a line the output filter would not write: written inside a sampled span; kept in the
+/// outermost span's buffer with `buffering`, at its level or above; otherwise dropped.
+fn below_fate<'a, S: for<'l> LookupSpan<'l>>(
+    buffering: Option<Buffering>,
+    level: &Level,
+    scope: Option<Scope<'a, S>>,
+) -> Fate<'a, S> {
+    let mut outermost = None;
+    for span in scope.into_iter().flatten() {
+        if span.extensions().get::<Fields>().is_some_and(|f| f.sampled) {
+            return Fate::Write;
+        }
+        outermost = Some(span);
+    }
+    match (buffering, outermost) {
+        (Some(buffering), Some(span)) if *level <= buffering.level => Fate::Keep {
+            span,
+            max_bytes: buffering.max_bytes,
+        },
+        _ => Fate::Drop,
     }
 }
 
@@ -175,18 +349,14 @@ struct Buffers {
     second: (u64, [u8; 19]),
 }
 
-/// Run `f` on this thread's buffers, emptied; on fresh ones if logging re-enters itself (a `Debug`
+/// Run `f` on this thread's buffers; on fresh ones if logging re-enters itself (a `Debug`
 /// implementation that logs).
 fn with_buffers(f: impl FnOnce(&mut Buffers)) {
     thread_local! {
         static BUFFERS: RefCell<Buffers> = RefCell::new(Buffers::default());
     }
     BUFFERS.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buffers) => {
-            buffers.line.clear();
-            buffers.taken.clear();
-            f(&mut buffers);
-        }
+        Ok(mut buffers) => f(&mut buffers),
         Err(_) => f(&mut Buffers::default()),
     });
 }
@@ -261,6 +431,7 @@ impl Fields {
         FieldVisitor {
             out: Members::Span(self),
             text,
+            flush: false,
         }
     }
 }
@@ -294,6 +465,8 @@ impl Members<'_> {
 struct FieldVisitor<'a> {
     out: Members<'a>,
     text: &'a mut String,
+    /// An event's [`FLUSH`] field was `true`.
+    flush: bool,
 }
 
 impl FieldVisitor<'_> {
@@ -332,10 +505,10 @@ impl Visit for FieldVisitor<'_> {
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        if let Members::Span(fields) = &mut self.out
-            && field.name() == SAMPLED
-        {
-            fields.sampled = value;
+        match &mut self.out {
+            Members::Span(fields) if field.name() == SAMPLED => fields.sampled = value,
+            Members::Line { .. } if field.name() == FLUSH => self.flush = value,
+            _ => {}
         }
         self.json(field, &value);
     }
@@ -597,7 +770,7 @@ mod tests {
         let output: Targets = "info".parse().unwrap();
         // No filter in front: every line reaches the layer, which alone decides.
         let lines = capture_with(
-            |layer| layer.sampled_below(output),
+            |layer| layer.below_output(output, None),
             || {
                 tracing::debug!(message = "outside any span");
                 tracing::info_span!("request", request_id = "plain").in_scope(|| {
@@ -621,6 +794,164 @@ mod tests {
         assert_eq!(messages, ["at the output level", "sampled"]);
         assert_eq!(lines[1]["sampled"], true);
         assert_eq!(lines[1]["level"], "DEBUG");
+    }
+
+    fn buffering(max_bytes: usize) -> impl FnOnce(JsonLayer<Sink>) -> JsonLayer<Sink> {
+        move |layer| {
+            let buffering = Buffering {
+                level: LevelFilter::DEBUG,
+                max_bytes,
+            };
+            layer.below_output("info".parse().unwrap(), Some(buffering))
+        }
+    }
+
+    fn parse_all(write: &str) -> Vec<serde_json::Value> {
+        write
+            .lines()
+            .map(|line| {
+                strict::parse_object(line).unwrap();
+                serde_json::from_str(line).unwrap()
+            })
+            .collect()
+    }
+
+    fn messages(lines: &[serde_json::Value]) -> Vec<&str> {
+        lines
+            .iter()
+            .map(|l| l["message"].as_str().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn kept_lines_are_written_in_order_before_the_flushing_line_and_only_by_a_flush() {
+        let writes = capture_with(buffering(64 * 1024), || {
+            tracing::debug!(message = "outside any span");
+            tracing::error_span!("request", request_id = "ok").in_scope(|| {
+                tracing::debug!(message = "kept, then dropped with its span");
+                tracing::info!(message = "Request finished.", status = 200);
+            });
+            tracing::error_span!("request", request_id = "failed").in_scope(|| {
+                tracing::debug!(message = "first");
+                tracing::info_span!("store", op = "get_message").in_scope(|| {
+                    tracing::debug!(message = "second");
+                    tracing::trace!(message = "below the buffer's level");
+                });
+                tracing::info!(message = "written at once");
+                tracing::error!(
+                    message = "Request failed.",
+                    status = 503,
+                    flush_buffer = true
+                );
+            });
+        });
+        assert_eq!(
+            writes.len(),
+            3,
+            "one write per written line, one per flush: {writes:?}"
+        );
+        assert_eq!(messages(&parse_all(&writes[0])), ["Request finished."]);
+        assert_eq!(messages(&parse_all(&writes[1])), ["written at once"]);
+        let flushed = parse_all(&writes[2]);
+        assert_eq!(messages(&flushed), ["first", "second", "Request failed."]);
+        for line in &flushed {
+            assert_eq!(line["request_id"], "failed");
+        }
+        assert_eq!(flushed[0]["level"], "DEBUG");
+        assert_eq!(
+            flushed[1]["op"], "get_message",
+            "a kept line keeps its spans' fields"
+        );
+        assert_eq!(flushed[2]["flush_buffer"], true);
+    }
+
+    #[test]
+    fn a_full_buffer_evicts_the_oldest_lines_and_its_flush_says_how_many_in_one_warn_line() {
+        let writes = capture_with(buffering(1024), || {
+            tracing::error_span!("request", request_id = "r-9").in_scope(|| {
+                for i in 0..40 {
+                    tracing::debug!(message = "kept", i);
+                }
+                tracing::debug!(message = "x".repeat(2048));
+                tracing::error!(
+                    message = "Request failed.",
+                    status = 500,
+                    flush_buffer = true
+                );
+            });
+        });
+        assert_eq!(writes.len(), 1);
+        let lines = parse_all(&writes[0]);
+        let warn = &lines[0];
+        assert_eq!(warn["level"], "WARN");
+        assert_eq!(warn["request_id"], "r-9");
+        let kept: Vec<u64> = lines[1..lines.len() - 1]
+            .iter()
+            .map(|l| l["i"].as_u64().unwrap())
+            .collect();
+        let dropped = warn["dropped_lines"].as_u64().unwrap();
+        assert_eq!(
+            dropped,
+            40 - kept.len() as u64 + 1,
+            "evicted lines and the one too long to keep"
+        );
+        assert_eq!(
+            warn["message"],
+            format!("Debug buffer full: the {dropped} oldest lines were dropped.")
+        );
+        let newest: Vec<u64> = (40 - kept.len() as u64..40).collect();
+        assert_eq!(kept, newest, "the newest lines are kept, in order");
+        let kept_bytes: usize = writes[0]
+            .lines()
+            .skip(1)
+            .take(kept.len())
+            .map(|l| l.len() + 1)
+            .sum();
+        assert!(
+            kept_bytes <= 1024 && kept.len() > 3,
+            "{kept_bytes} bytes in {} lines",
+            kept.len()
+        );
+        assert_eq!(lines.iter().filter(|l| l["level"] == "WARN").count(), 1);
+    }
+
+    #[test]
+    fn concurrent_requests_flush_only_their_own_lines() {
+        let writes = capture_with(buffering(64 * 1024), || {
+            let dispatch = tracing::dispatcher::get_default(|d| d.clone());
+            std::thread::scope(|scope| {
+                for t in 0..8u64 {
+                    let dispatch = dispatch.clone();
+                    scope.spawn(move || {
+                        tracing::dispatcher::with_default(&dispatch, || {
+                            for r in 0..25u64 {
+                                let id = t * 100 + r;
+                                tracing::error_span!("request", request_id = id).in_scope(|| {
+                                    for i in 0..5 {
+                                        tracing::debug!(message = "step", i, owner = id);
+                                    }
+                                    tracing::error!(
+                                        message = "Request failed.",
+                                        flush_buffer = true
+                                    );
+                                });
+                            }
+                        });
+                    });
+                }
+            });
+        });
+        assert_eq!(writes.len(), 200);
+        for write in &writes {
+            let lines = parse_all(write);
+            assert_eq!(
+                messages(&lines),
+                ["step", "step", "step", "step", "step", "Request failed."]
+            );
+            for line in &lines[..5] {
+                assert_eq!(line["owner"], line["request_id"], "{write}");
+            }
+        }
     }
 
     #[test]

@@ -38,7 +38,8 @@ struct Shared {
     closed: AtomicBool,
     /// How long a line may wait for room.
     max_wait: Duration,
-    /// Lines dropped since the last `take_dropped`.
+    /// Writes dropped since the last `take_dropped`: each a line, or a flushed debug buffer with the
+    /// line that flushed it.
     dropped: AtomicU64,
     /// Set when a line was dropped, cleared once the writer has written out again: while set, lines
     /// are dropped without waiting.

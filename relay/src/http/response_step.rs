@@ -13,6 +13,7 @@
 //! request's future to run extractors this step reads directly.
 //! Must never: answer for the inner service, or emit the event outside the request span.
 
+use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -21,8 +22,10 @@ use std::time::Instant;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::MatchedPath;
 use axum::http::{HeaderName, HeaderValue, Request, Response, header};
+use axum::response::IntoResponse;
 use tower_http::request_id::RequestId;
 
+use super::error::ApiError;
 use super::problem;
 use crate::telemetry::events::{Event, HttpResponseSent};
 use crate::telemetry::handles::{Endpoint, UNMATCHED_ROUTE};
@@ -148,11 +151,13 @@ where
             headers.entry(name).or_insert(value);
         }
         if let Some(observed) = this.observed.as_ref() {
+            let latency = observed.start.elapsed();
             HttpResponseSent {
                 span: &observed.span,
                 endpoint: &observed.endpoint,
                 status: response.status(),
-                latency: observed.start.elapsed(),
+                latency,
+                flush_buffer: request::flush(response.status(), latency),
             }
             .emit();
         }
@@ -160,10 +165,21 @@ where
     }
 }
 
+/// The answer for a handler that panicked (tower-http's `CatchPanicLayer` calls it): an internal error,
+/// whose reason (the panic's message) the response step logs and never sends.
+pub fn panic_response(panic: Box<dyn Any + Send>) -> axum::response::Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message");
+    ApiError::Internal(format!("the handler panicked: {message}")).into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::error::{ApiError, InternalError};
+    use crate::http::error::InternalError;
     use axum::Router;
     use axum::extract::Request;
     use axum::http::StatusCode;
@@ -205,6 +221,41 @@ mod tests {
         assert!(
             !text.contains("/secret/path"),
             "the reason stays in the logs: {text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_answered_with_an_internal_problem_and_the_reason_kept() {
+        let app = Router::new()
+            .route(
+                "/panic",
+                get(|| async {
+                    let empty: Vec<u8> = Vec::new();
+                    empty[usize::from(empty.is_empty())].to_string()
+                }),
+            )
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+                panic_response as fn(Box<dyn Any + Send>) -> axum::response::Response,
+            ));
+        let response = app
+            .oneshot(
+                Request::builder()
+                    .uri("/panic")
+                    .body(Body::empty())
+                    .unwrap_or_default(),
+            )
+            .await
+            .unwrap_or_else(|never| match never {});
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let reason = response
+            .extensions()
+            .get::<InternalError>()
+            .map(|e| e.0.clone());
+        assert!(
+            reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("the handler panicked: index out of bounds")),
+            "{reason:?}"
         );
     }
 }

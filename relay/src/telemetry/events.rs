@@ -25,6 +25,8 @@ pub struct HttpResponseSent<'a> {
     pub endpoint: &'a Endpoint,
     pub status: StatusCode,
     pub latency: Duration,
+    /// Write the request's debug buffer before this line (`request::flush`; telemetry-core's docs).
+    pub flush_buffer: bool,
 }
 
 impl Event for HttpResponseSent<'_> {
@@ -32,10 +34,11 @@ impl Event for HttpResponseSent<'_> {
         self.endpoint.record(self.status, self.latency);
         let status = self.status.as_u16();
         let latency_ms = millis(self.latency);
+        let flush_buffer = self.flush_buffer.then_some(true);
         if self.status.is_server_error() {
-            tracing::error!(parent: self.span, message = "Request failed.", status, latency_ms);
+            tracing::error!(parent: self.span, message = "Request failed.", status, latency_ms, flush_buffer);
         } else {
-            tracing::info!(parent: self.span, message = "Request finished.", status, latency_ms);
+            tracing::info!(parent: self.span, message = "Request finished.", status, latency_ms, flush_buffer);
         }
     }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use telemetry_core::paced::{self, PacedWriter};
-use telemetry_core::{Identity, JsonLayer};
+use telemetry_core::{Buffering, Identity, JsonLayer};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::writer::{EitherWriter, MakeWriter};
@@ -80,19 +80,38 @@ pub fn init_logging(config: &Config, runtime: Runtime) -> LogGuard {
     };
     let (mut targets, env_filter) = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     let sampling = config.debug_sample_rate > 0.0;
+    let buffering = config.log_buffer != LevelFilter::OFF;
     // Both layers and both filters are optional rather than boxed, so each span and event reaches
     // them without a virtual call; exactly one of each pair is present.
     let (json, pretty) = match config.log_format {
         LogFormat::Json => {
             let mut json = JsonLayer::new(&identity, writer);
-            // Sampled requests: the filter lets the relay's debug lines through, and the layer writes
-            // those the output filter would not only inside a sampled request's span.
-            if sampling && let Some(output) = targets.clone() {
-                request::sample_debug(config.debug_sample_rate);
-                if !output.would_enable("relay", &tracing::Level::DEBUG) {
-                    targets = Some(output.clone().with_target("relay", LevelFilter::DEBUG));
+            // Sampled requests and the debug buffer: the filter lets the relay's lines through down to
+            // the most verbose level either needs, and the layer decides what becomes of those the
+            // output filter would not write (telemetry-core's crate docs).
+            if (sampling || buffering)
+                && let Some(output) = targets.clone()
+            {
+                let sampled = if sampling {
+                    LevelFilter::DEBUG
+                } else {
+                    LevelFilter::OFF
+                };
+                let deepest = sampled.max(config.log_buffer);
+                if let Some(level) = deepest.into_level()
+                    && !output.would_enable("relay", &level)
+                {
+                    targets = Some(output.clone().with_target("relay", deepest));
                 }
-                json = json.sampled_below(output);
+                request::sample_debug(config.debug_sample_rate);
+                let buffer = buffering.then(|| {
+                    request::flush_slower_than(config.log_buffer_slow);
+                    Buffering {
+                        level: config.log_buffer,
+                        max_bytes: config.log_buffer_max_bytes as usize,
+                    }
+                });
+                json = json.below_output(output, buffer);
             }
             (Some(json), None)
         }
@@ -105,8 +124,10 @@ pub fn init_logging(config: &Config, runtime: Runtime) -> LogGuard {
             ),
         ),
     };
-    if sampling && (json.is_none() || env_filter.is_some()) {
-        eprintln!("debug sampling needs JSON lines and a target=level RUST_LOG; it is off");
+    if (sampling || buffering) && (json.is_none() || env_filter.is_some()) {
+        eprintln!(
+            "debug sampling and the debug buffer need JSON lines and a target=level RUST_LOG; they are off"
+        );
     }
     if let Err(error) = tracing_subscriber::registry()
         .with(targets)

@@ -7,6 +7,9 @@
 //! With `--debug-sample-rate`, a share of requests is sampled when its span is made: `sampled: true`
 //! lets the JSON layer write the request's debug lines, whatever `RUST_LOG` says.
 //!
+//! With `--log-buffer`, the lines of a request that the output filter would not write are kept in its
+//! span, and its request line writes them first ([`flush`]) if it failed or was slow.
+//!
 //! The span's level is ERROR so that any filter that lets a request's errors or warnings through keeps
 //! the span too (a span the filter drops takes its fields with it): the fields are there at every
 //! `RUST_LOG` level.
@@ -15,7 +18,9 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use axum::http::Method;
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
 
 use super::events::{ColdStart, Event};
 use super::handles::method_label;
@@ -62,6 +67,25 @@ pub fn sample_debug(rate: f64) {
 fn sampled() -> bool {
     let rate = f64::from_bits(SAMPLE_RATE.load(Ordering::Relaxed));
     rate > 0.0 && fastrand::f64() < rate
+}
+
+/// With the debug buffer on: requests slower than this many nanoseconds write their buffer
+/// (`u64::MAX`: the buffer is off).
+static FLUSH_SLOWER_THAN: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Turn the debug buffer's flush on: failed requests and those slower than `slow` write their buffer.
+pub fn flush_slower_than(slow: Duration) {
+    let nanos = u64::try_from(slow.as_nanos()).unwrap_or(u64::MAX - 1);
+    FLUSH_SLOWER_THAN.store(nanos, Ordering::Relaxed);
+}
+
+/// Whether a request that ended with `status` after `latency` writes its debug buffer: with the
+/// buffer on, when it failed (5xx: errors, panics and timeouts all end as one) or was slow.
+pub fn flush(status: StatusCode, latency: Duration) -> bool {
+    let slow = FLUSH_SLOWER_THAN.load(Ordering::Relaxed);
+    slow != u64::MAX
+        && (status.is_server_error()
+            || u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX) > slow)
 }
 
 static ON_LAMBDA: AtomicBool = AtomicBool::new(false);

@@ -1,12 +1,14 @@
 //! A `Store` wrapper that times every operation and emits `StoreOperationCompleted` for it, so every
 //! backend is observed the same way without a line of telemetry inside the backends (which never
-//! import telemetry).
+//! import telemetry). Each operation runs in a debug-level `store` span (`op`, `backend`), so what a
+//! backend logs at debug during it (DynamoDB's call attempts) says which operation it was part of.
 
 use std::future::Future;
 use std::time::Instant;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use tracing::Instrument;
 
 use super::events::{Event, StoreOperationCompleted};
 use crate::domain::{
@@ -34,7 +36,14 @@ impl InstrumentedStore {
         call: impl Future<Output = StoreResult<T>>,
     ) -> StoreResult<T> {
         let start = Instant::now();
-        let result = call.await;
+        // The lines the backend writes during the call (its attempts) carry `op` and `backend`. A
+        // debug span: nothing is made unless the relay's debug lines are on (buffer or sampling).
+        let span = tracing::debug_span!(
+            "store",
+            op = op.as_str(),
+            backend = self.inner.backend().as_str()
+        );
+        let result = call.instrument(span).await;
         if result.as_ref().is_err_and(|e| e.is_fault()) {
             self.faults
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -21,7 +21,7 @@ use relay::store::{DynStore, Store, StoreError, conformance};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{assert_problem, free_port, spawn_binary, spawn_with};
+use crate::helpers::{assert_problem, free_port, parse_lines, spawn_binary, spawn_with};
 
 /// The shared local server's endpoint; a clear failure when it is not running.
 fn local_endpoint() -> String {
@@ -743,4 +743,197 @@ async fn a_store_outage_gives_503s_and_heals_without_a_restart() {
         "the recreated table holds only the new message"
     );
     app.shutdown().await;
+}
+
+// ---- the debug buffer in an outage ------------------------------------------------------------------
+
+/// The lines of one request, by `request_id`, with their places in the output.
+fn lines_of<'a>(lines: &'a [Value], request_id: &str) -> Vec<(usize, &'a Value)> {
+    lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l["request_id"] == request_id)
+        .collect()
+}
+
+fn is_request_line(line: &Value) -> bool {
+    line["message"] == "Request finished." || line["message"] == "Request failed."
+}
+
+/// What the debug buffer wrote for the request whose line is at `at`: the DEBUG and WARN lines of the
+/// same request, which must sit in one block right before its request line.
+fn flushed_before(lines: &[Value], at: usize) -> Vec<&Value> {
+    let id = lines[at]["request_id"].as_str().unwrap();
+    let buffered: Vec<(usize, &Value)> = lines_of(lines, id)
+        .into_iter()
+        .filter(|(_, l)| l["level"] == "DEBUG" || l["level"] == "WARN")
+        .collect();
+    let places: Vec<usize> = buffered.iter().map(|(i, _)| *i).collect();
+    let block: Vec<usize> = (at - places.len()..at).collect();
+    assert_eq!(
+        places, block,
+        "request {id}: its buffered lines sit in one block right before its request line"
+    );
+    buffered.into_iter().map(|(_, l)| l).collect()
+}
+
+/// With `RUST_LOG=info` and the buffer on (`RELAY_LOG_BUFFER=debug`): requests that succeed write no
+/// debug line; a slow one (the server stopped for 1.5 s) writes its buffer; once the server is dead,
+/// each of 64 concurrent 503s writes its own DynamoDB call attempts (`op`, `latency_ms`, `error`)
+/// right before its request line; and a relay with a 1 KiB buffer says once per request how many
+/// lines it dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_an_outage_each_503_writes_its_own_store_calls_before_its_request_line() {
+    local_endpoint();
+    let port = free_port();
+    let mut server = LocalServer::start(port).await;
+    let endpoint = server.url();
+    let table = fresh_store(&endpoint, "buffer").await.table().to_owned();
+    let store = format!("dynamodb:{table}");
+    let envs = |max_bytes: &'static str| {
+        vec![
+            ("RELAY_STORE", store.clone()),
+            ("RELAY_DYNAMODB_ENDPOINT", endpoint.clone()),
+            ("RUST_LOG", "info".to_owned()),
+            ("RELAY_LOG_BUFFER", "debug".to_owned()),
+            ("RELAY_LOG_BUFFER_MAX_BYTES", max_bytes.to_owned()),
+            ("RELAY_CACHE_TTL", "0s".to_owned()),
+        ]
+    };
+    let (roomy, tiny) = (envs("65536"), envs("1024"));
+    let roomy: Vec<(&str, &str)> = roomy.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let tiny: Vec<(&str, &str)> = tiny.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let relay = spawn_binary(&roomy).await;
+    let small = spawn_binary(&tiny).await;
+    let client = reqwest::Client::new();
+    let url = relay.create(&client, "before the outage").await;
+    for _ in 0..20 {
+        let response = client.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    // Slow: the server stops answering for 1.5 s while a read waits on it (an attempt may take 2 s).
+    server.signal("-STOP");
+    let slow = tokio::spawn(client.get(&url).send());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.signal("-CONT");
+    assert_eq!(slow.await.unwrap().unwrap().status(), StatusCode::OK);
+
+    // Dead: 64 requests at once, every one a 503; then a few on the relay with the small buffer.
+    server.kill();
+    let mut load = tokio::task::JoinSet::new();
+    for i in 0..64 {
+        let request = match i % 3 {
+            0 => client
+                .post(format!("{}/messages", relay.base))
+                .json(&json!({"message": "during"})),
+            1 => client.get(&url),
+            _ => client.get(format!("{}/messages", relay.base)),
+        };
+        load.spawn(async move { request.send().await.map(|r| r.status()) });
+    }
+    while let Some(status) = load.join_next().await {
+        assert_eq!(status.unwrap().unwrap(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    for _ in 0..3 {
+        let response = client
+            .get(format!("{}/messages", small.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    let stdout = relay.stop();
+    let lines = parse_lines(&stdout);
+    let request_lines: Vec<usize> = (0..lines.len())
+        .filter(|&i| is_request_line(&lines[i]))
+        .collect();
+    let (mut failed, mut slow, mut quiet) = (0, 0, 0);
+    for &at in &request_lines {
+        let line = &lines[at];
+        let flushed = flushed_before(&lines, at);
+        let latency_ms = line["latency_ms"].as_f64().unwrap();
+        if line["status"] == 503 {
+            failed += 1;
+            assert_eq!(line["flush_buffer"], true, "{line}");
+            let attempts: Vec<&&Value> = flushed
+                .iter()
+                .filter(|l| l["message"] == "DynamoDB call attempt failed.")
+                .collect();
+            assert!(!attempts.is_empty(), "a 503 shows its store calls: {line}");
+            for attempt in attempts {
+                assert_eq!(attempt["level"], "DEBUG");
+                assert!(attempt["op"].is_string(), "{attempt}");
+                assert!(attempt["latency_ms"].is_number(), "{attempt}");
+                assert!(
+                    attempt["error"].as_str().is_some_and(|e| !e.is_empty()),
+                    "{attempt}"
+                );
+                assert!(attempt["call"].is_string(), "{attempt}");
+            }
+        } else if latency_ms > 1000.0 {
+            slow += 1;
+            assert_eq!(line["flush_buffer"], true, "{line}");
+            assert!(
+                flushed
+                    .iter()
+                    .any(|l| l["message"] == "DynamoDB call attempt finished."
+                        && l["latency_ms"].as_f64().is_some_and(|ms| ms > 1000.0)),
+                "the slow request shows the slow call: {flushed:?}"
+            );
+        } else {
+            quiet += 1;
+            assert!(
+                flushed.is_empty() && line.get("flush_buffer").is_none(),
+                "{line}: {flushed:?}"
+            );
+        }
+    }
+    assert_eq!(failed, 64, "{stdout}");
+    assert_eq!(slow, 1, "{stdout}");
+    assert!(quiet >= 21, "{quiet} quick requests");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"] != "DEBUG" || l["request_id"].is_string()),
+        "no debug line outside a request"
+    );
+
+    let stdout = small.stop();
+    let lines = parse_lines(&stdout);
+    let mut overflowed = 0;
+    for at in (0..lines.len()).filter(|&i| is_request_line(&lines[i]) && lines[i]["status"] == 503)
+    {
+        let flushed = flushed_before(&lines, at);
+        let warns: Vec<&&Value> = flushed.iter().filter(|l| l["level"] == "WARN").collect();
+        if let [warn] = warns[..] {
+            overflowed += 1;
+            assert!(
+                std::ptr::eq(*warn, flushed[0]),
+                "the WARN comes first: {flushed:?}"
+            );
+            assert!(
+                warn["dropped_lines"].as_u64().is_some_and(|n| n >= 1),
+                "{warn}"
+            );
+            // The kept lines, after the WARN: at most the buffer's 1 KiB.
+            let kept: usize = stdout
+                .lines()
+                .skip(at + 1 - flushed.len())
+                .take(flushed.len() - 1)
+                .map(|l| l.len() + 1)
+                .sum();
+            assert!(kept <= 1024, "{kept} bytes kept");
+        } else {
+            assert!(
+                warns.is_empty(),
+                "at most one WARN per request: {flushed:?}"
+            );
+        }
+    }
+    assert_eq!(
+        overflowed, 3,
+        "every request overflowed its 1 KiB: {stdout}"
+    );
 }

@@ -73,16 +73,14 @@ fn fixture(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
-#[tokio::test]
-async fn api_gateway_events_are_served_with_emf_metrics_and_json_logs() {
-    let events = vec![
-        ("inv-1".to_owned(), fixture("apigw-v2-post-messages.json")),
-        ("inv-2".to_owned(), fixture("apigw-v2-get-count.json")),
-        (
-            "inv-3".to_owned(),
-            fixture("apigw-v2-get-malformed-id.json"),
-        ),
-    ];
+/// Run the relay binary as a Lambda function against a Runtime API stand-in that hands it `events`
+/// (invocation id, API Gateway event) in turn, with `envs` on top of a Lambda environment; return
+/// each invocation's answer, in order, and everything it wrote on stdout.
+async fn run_invocations(
+    events: Vec<(String, Value)>,
+    envs: &[(&str, &str)],
+) -> (Vec<(String, Value)>, String) {
+    let invocations = events.len();
     let (tx, mut answers) = mpsc::unbounded_channel();
     let api = RuntimeApi {
         events: Arc::new(Mutex::new(events.into())),
@@ -103,7 +101,8 @@ async fn api_gateway_events_are_served_with_emf_metrics_and_json_logs() {
     let runtime_api = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move { axum::serve(listener, router).await });
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_relay"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_relay"));
+    command
         .env("AWS_LAMBDA_RUNTIME_API", &runtime_api)
         .env("AWS_LAMBDA_FUNCTION_NAME", "relay-dev")
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
@@ -115,9 +114,11 @@ async fn api_gateway_events_are_served_with_emf_metrics_and_json_logs() {
         .env("RELAY_ENV", "dev")
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::inherit());
+    for (key, value) in envs {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().unwrap();
     let mut pipe = child.stdout.take().unwrap();
     let stdout = std::thread::spawn(move || {
         let mut text = String::new();
@@ -126,7 +127,7 @@ async fn api_gateway_events_are_served_with_emf_metrics_and_json_logs() {
     });
 
     let mut got = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..invocations {
         let answer = tokio::time::timeout(Duration::from_secs(20), answers.recv())
             .await
             .expect("the function answered")
@@ -137,7 +138,20 @@ async fn api_gateway_events_are_served_with_emf_metrics_and_json_logs() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     child.kill().unwrap();
     child.wait().unwrap();
-    let stdout = stdout.join().unwrap();
+    (got, stdout.join().unwrap())
+}
+
+#[tokio::test]
+async fn api_gateway_events_are_served_with_emf_metrics_and_json_logs() {
+    let events = vec![
+        ("inv-1".to_owned(), fixture("apigw-v2-post-messages.json")),
+        ("inv-2".to_owned(), fixture("apigw-v2-get-count.json")),
+        (
+            "inv-3".to_owned(),
+            fixture("apigw-v2-get-malformed-id.json"),
+        ),
+    ];
+    let (got, stdout) = run_invocations(events, &[]).await;
 
     assert_eq!(got[0].0, "inv-1");
     assert_eq!(got[0].1["statusCode"], 201, "{}", got[0].1);
@@ -242,4 +256,64 @@ async fn api_gateway_events_are_served_with_emf_metrics_and_json_logs() {
             .any(|d| d.get("relay_cold_starts_total").is_some()),
         "{stdout}"
     );
+}
+
+/// The debug buffer in Lambda, as on a server: with `RUST_LOG=info` and `RELAY_LOG_BUFFER=debug`, an
+/// invocation that ends in a 503 (the table's endpoint is dead) writes its DynamoDB call attempts
+/// before its request line; one that succeeds (`/healthz`) writes no debug line.
+#[tokio::test]
+async fn in_lambda_a_failed_invocation_writes_its_debug_buffer_and_a_good_one_none() {
+    let dead = format!("http://127.0.0.1:{}", crate::helpers::free_port());
+    let mut healthz = fixture("apigw-v2-get-count.json");
+    healthz["rawPath"] = "/healthz".into();
+    healthz["requestContext"]["http"]["path"] = "/healthz".into();
+    healthz["requestContext"]["requestId"] = "HealthReq1=".into();
+    let events = vec![
+        ("inv-1".to_owned(), fixture("apigw-v2-get-count.json")),
+        ("inv-2".to_owned(), healthz),
+    ];
+    let (got, stdout) = run_invocations(
+        events,
+        &[
+            ("RELAY_STORE", "dynamodb:relay-buffer-test"),
+            ("RELAY_DYNAMODB_ENDPOINT", &dead),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("RELAY_LOG_BUFFER", "debug"),
+        ],
+    )
+    .await;
+    assert_eq!(got[0].1["statusCode"], 503, "{}", got[0].1);
+    assert_eq!(got[1].1["statusCode"], 200, "{}", got[1].1);
+    let lines = crate::helpers::parse_lines(&stdout);
+    let logged: Vec<&Value> = lines.iter().filter(|l| l.get("_aws").is_none()).collect();
+    let at = |id: &str, message: &str| {
+        logged
+            .iter()
+            .position(|l| l["request_id"] == id && l["message"] == message)
+            .unwrap_or_else(|| panic!("no {message:?} for {id}: {stdout}"))
+    };
+    let failed = at("CountReq1=", "Request failed.");
+    assert_eq!(logged[failed]["flush_buffer"], true);
+    let debug: Vec<usize> = (0..logged.len())
+        .filter(|&i| logged[i]["level"] == "DEBUG")
+        .collect();
+    assert!(!debug.is_empty(), "{stdout}");
+    assert_eq!(
+        debug,
+        (failed - debug.len()..failed).collect::<Vec<_>>(),
+        "every debug line is the failed request's, right before its request line: {stdout}"
+    );
+    for &i in &debug {
+        let line = logged[i];
+        assert_eq!(line["request_id"], "CountReq1=", "{line}");
+        assert_eq!(line["message"], "DynamoDB call attempt failed.", "{line}");
+        assert_eq!(line["op"], "count_messages", "{line}");
+        assert!(
+            line["latency_ms"].is_number() && line["error"].is_string(),
+            "{line}"
+        );
+    }
+    let finished = at("HealthReq1=", "Request finished.");
+    assert!(logged[finished].get("flush_buffer").is_none());
 }

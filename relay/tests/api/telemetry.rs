@@ -9,22 +9,9 @@ use relay::telemetry::names::{Kind, Metric, catalog, catalog_markdown};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{spawn_binary, spawn_with};
+use crate::helpers::{parse_lines, spawn_binary, spawn_with};
 
 const TOKEN: &str = "log-test-admin-token-5f1e2d";
-
-/// Every line of `stdout` as JSON, each checked to be one object whose keys are unique.
-fn parse_lines(stdout: &str) -> Vec<Value> {
-    stdout
-        .lines()
-        .map(|line| {
-            telemetry_core::strict::parse_object(line)
-                .unwrap_or_else(|e| panic!("not one JSON object with unique keys per line: {e}"));
-            serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line}"))
-        })
-        .collect()
-}
 
 /// Whatever layer is added to the subscriber sees each request's line as a tracing event inside the
 /// request span, with the span's fields: nothing is written behind tracing's back.

@@ -18,6 +18,7 @@ use aws_sdk_dynamodb::types::{
     ProjectionType, ScalarAttributeType, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
 };
 
+use super::attempts::AttemptLog;
 use super::schema::{KeyAttribute, TABLE, TableDefinition};
 use crate::store::{StoreError, StoreResult};
 
@@ -55,7 +56,7 @@ pub async fn connect(endpoint: Option<&str>) -> StoreResult<Client> {
         .load()
         .await;
     let local = endpoint.is_some() || shared.endpoint_url().is_some();
-    let mut config = aws_sdk_dynamodb::config::Builder::from(&shared);
+    let mut config = aws_sdk_dynamodb::config::Builder::from(&shared).interceptor(AttemptLog);
     if let Some(url) = endpoint {
         config = config.endpoint_url(url);
     }

@@ -15,6 +15,7 @@
 //! without bound; let a conditional-check failure escape as anything but `NotFound`,
 //! `PreconditionFailed` or an idempotent replay.
 
+mod attempts;
 mod client;
 pub mod schema;
 mod shards;
