@@ -63,6 +63,9 @@ pub struct ProbeResult {
     /// The `x-request-id` the relay answered with (on the response at fault when failed): grep the
     /// relay's logs for it.
     pub request_id: Option<String>,
+    /// The W3C trace of its last attempt (sent as `traceparent` on every request of it): the relay's
+    /// lines of those requests carry it as `trace_id`.
+    pub trace_id: String,
     pub attempts: u32,
     /// Why earlier attempts failed, when a retry was needed.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]

@@ -219,10 +219,11 @@ impl Report {
                 seconds(p.latency_ms)
             );
             let mut out = format!(
-                "checks: {}\nrequest id sent: {}\nrequest id returned: {}\nlatency: {} of a {} ms budget; attempts: {}\n",
+                "checks: {}\nrequest id sent: {}\nrequest id returned: {}\ntrace id: {}\nlatency: {} of a {} ms budget; attempts: {}\n",
                 p.probe.checks(),
                 p.request_id_sent,
                 p.request_id.as_deref().unwrap_or("none"),
+                p.trace_id,
                 ms(p.latency_ms),
                 p.budget_ms,
                 p.attempts
@@ -327,6 +328,7 @@ mod tests {
             note: ok.then(|| "ready".to_owned()),
             request_id_sent: "canary-1".to_owned(),
             request_id: Some("canary-1".to_owned()),
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".to_owned(),
             attempts: 1,
             earlier_failures: vec![],
             steps: vec![Step {
@@ -422,6 +424,12 @@ mod tests {
             "{xml}"
         );
         assert_eq!(xml.matches("<failure").count(), 1);
+        assert_eq!(
+            xml.matches("trace id: 4bf92f3577b34da6a3ce929d0e0e4736")
+                .count(),
+            2,
+            "each test case names its trace: {xml}"
+        );
         assert_eq!(xml_escape("a\u{1}b"), "ab");
     }
 }

@@ -136,6 +136,7 @@ mod tests {
             note: None,
             request_id_sent: "canary-abc".into(),
             request_id: None,
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
             attempts: 1,
             earlier_failures: vec![],
             steps: vec![],

@@ -26,6 +26,9 @@ RELAY_FIELDS: dict[str, str] = {
     "method": "relay/src/telemetry/request.rs",
     "route": "relay/src/telemetry/request.rs",
     "cold_start": "relay/src/telemetry/request.rs",
+    "trace_id": "relay/src/telemetry/request.rs",
+    "span_id": "relay/src/telemetry/request.rs",
+    "xray_trace_id": "relay/src/telemetry/request.rs",
     "problem": "relay/src/http/problem.rs",
     # Events (telemetry/events.rs).
     "status": "relay/src/telemetry/events.rs",
@@ -52,7 +55,7 @@ RELAY_FIELDS: dict[str, str] = {
 }
 
 # Fields only the Lambda runtime produces: a local run cannot show them.
-LAMBDA_ONLY_RELAY_FIELDS = frozenset({"cold_start"})
+LAMBDA_ONLY_RELAY_FIELDS = frozenset({"cold_start", "xray_trace_id"})
 
 # The canary's lines: the same shape (telemetry-core), `service: healthcheck`, `env` = the stage.
 CANARY_FIELDS: dict[str, str] = {
@@ -62,7 +65,7 @@ CANARY_FIELDS: dict[str, str] = {
     **{
         name: "healthcheck/src/probe/mod.rs"
         for name in ("probe", "ok", "status", "latency_ms", "budget_ms", "failure", "reason",
-                     "request_id", "request_id_sent", "attempts")
+                     "request_id", "request_id_sent", "trace_id", "attempts")
     },
     # `Canary run finished.`, one per Lambda invocation (lambda.rs).
     **{

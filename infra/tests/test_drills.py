@@ -319,7 +319,8 @@ def drill_canary_failing(templates, env):
     clock.begin_minute()
     _create_table(env)
     relay = RunningRelay(["--store", f"dynamodb:{env.table}", "--dynamodb-endpoint", proxy.endpoint,
-                          "--rate-limit", "0", "--env", env.env], _aws_env(), OUT / f"{env.env}-relay.log")
+                          "--rate-limit", "0", "--env", env.env],
+                         {**_aws_env(), "RUST_LOG": "info", "RELAY_LOG_BUFFER": "debug"}, OUT / f"{env.env}-relay.log")
     canary = CanaryCli(env, clock)
     try:
         for minute in range(WARM_UP + 5):
@@ -504,6 +505,24 @@ def test_a_failing_request_id_leads_to_its_lines(outcomes, name):
         rows = run_query(query.query.replace("PASTE-THE-REQUEST-ID", failing), drills.events(lines))
         found += len(rows)
     assert found, f"{name}: no line of request {failing} found by the overview's request-id queries"
+
+
+def test_a_failed_probe_s_trace_id_leads_to_the_relay_s_store_calls(outcomes):
+    """The overview's trace-id query, given the trace id of a probe that failed (the canary logs it and
+    sends it as traceparent), returns the relay's lines of that probe's requests, with the DynamoDB
+    attempts that failed (the relay logs at info: the debug buffer wrote them)."""
+    outcome = outcomes["canary-failing"]
+    failed = [json.loads(l.text) for l in outcome.groups["canary"] if json.loads(l.text).get("ok") is False]
+    assert failed, "the drill has failed probes"
+    queries = [q for q in runbook_log_queries(ROOT / "runbooks" / "README.md") if "PASTE-THE-TRACE-ID" in q.query]
+    assert queries, "the overview has a trace-id query"
+    for probe in failed[:3]:
+        rows = [row for q in queries
+                for row in run_query(q.query.replace("PASTE-THE-TRACE-ID", probe["trace_id"]),
+                                     drills.events(outcome.groups["relay"]))]
+        messages = {row.get("message") for row in rows}
+        assert "Request failed." in messages, f"{probe['probe']}: {rows}"
+        assert "DynamoDB call attempt failed." in messages, f"{probe['probe']}: the store calls are there: {rows}"
 
 
 def test_relay_queries_read_the_same_with_and_without_emf_documents(outcomes, dashboards):

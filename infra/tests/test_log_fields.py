@@ -203,6 +203,17 @@ def test_a_real_canary_run_emits_the_relay_line_shape_and_exactly_the_listed_fie
     assert not missing, f"listed canary fields no line of the run carried: {sorted(missing)}"
 
 
+def test_each_probe_s_trace_id_leads_to_the_relay_lines_of_its_requests(real_lines):
+    """The canary sends a traceparent on every probe request: the trace id it logs is on the relay's
+    lines of those requests (the pivot from a failed probe to what the relay did)."""
+    relay_traces = {line.get("trace_id") for line in real_lines["relay"]}
+    probes = [l for l in real_lines["canary"] if l.get("message") == "Probe completed."]
+    assert probes
+    for probe in probes:
+        assert re.fullmatch(r"[0-9a-f]{32}", probe["trace_id"]), probe
+        assert probe["trace_id"] in relay_traces, f"no relay line of the trace of {probe}"
+
+
 def test_request_lines_carry_the_request_fields(real_relay_lines):
     finished = [l for l in real_relay_lines if l.get("message") in ("Request finished.", "Request failed.")]
     assert finished

@@ -28,6 +28,8 @@
 //!   buffered ones says how many. A buffer no event flushes is dropped with its span;
 //! - elsewhere, they are dropped.
 //!
+//! [`trace`] reads and makes the W3C trace context ids that join a request's lines to its trace.
+//!
 //! [`paced`] is where a long-running server hands its lines: a shared buffer written out by a thread
 //! of its own, so request threads never wait on stdout.
 //!
@@ -37,6 +39,7 @@
 
 pub mod paced;
 pub mod strict;
+pub mod trace;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;

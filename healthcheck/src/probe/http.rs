@@ -1,4 +1,5 @@
-//! The HTTP session one probe attempt runs in: it sends the probe's `x-request-id` on every request,
+//! The HTTP session one probe attempt runs in: it sends the probe's `x-request-id` and a W3C
+//! `traceparent` of the attempt's trace (a new parent span id per request) on every request,
 //! records each request as a `Step` (method, path, status, latency, the request id the relay returned),
 //! and turns every way a response can disappoint into a `Failure` with a precise reason.
 //!
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
+use telemetry_core::trace::{SpanId, TraceId, TraceParent};
 
 use crate::config::Target;
 use crate::names::FailureKind;
@@ -18,6 +20,8 @@ use crate::text::{millis, one_line};
 
 /// The header that carries request ids, both ways.
 pub const REQUEST_ID: &str = "x-request-id";
+/// The W3C trace context header.
+pub const TRACEPARENT: &str = "traceparent";
 
 /// Bodies longer than this are not read whole: no probe needs more, and a runaway response must not
 /// exhaust a 128 MB Lambda.
@@ -29,6 +33,7 @@ pub struct Session<'a> {
     target: &'a Target,
     timeout: Duration,
     request_id: String,
+    trace_id: TraceId,
     steps: Vec<Step>,
 }
 
@@ -46,7 +51,12 @@ pub struct Fetched {
 impl<'a> Session<'a> {
     /// A fresh session: its own client, so each probe pays for its own connection as a new visitor
     /// would, and no probe's latency depends on which probe happened to run first.
-    pub fn new(target: &'a Target, timeout: Duration, request_id: String) -> Result<Self, Failure> {
+    pub fn new(
+        target: &'a Target,
+        timeout: Duration,
+        request_id: String,
+        trace_id: TraceId,
+    ) -> Result<Self, Failure> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
@@ -64,12 +74,23 @@ impl<'a> Session<'a> {
             target,
             timeout,
             request_id,
+            trace_id,
             steps: Vec::new(),
         })
     }
 
     pub fn request_id(&self) -> &str {
         &self.request_id
+    }
+
+    /// A `traceparent` for the next request: the attempt's trace, a new span of the canary's.
+    fn traceparent(&self) -> String {
+        TraceParent {
+            trace_id: self.trace_id,
+            parent_id: SpanId::random(),
+            sampled: true,
+        }
+        .to_string()
     }
 
     pub fn into_steps(self) -> Vec<Step> {
@@ -113,7 +134,8 @@ impl<'a> Session<'a> {
         let mut request = self
             .client
             .request(method.clone(), url.clone())
-            .header(REQUEST_ID, self.request_id.as_str());
+            .header(REQUEST_ID, self.request_id.as_str())
+            .header(TRACEPARENT, self.traceparent());
         if let Some(json) = json {
             request = request.json(json);
         }

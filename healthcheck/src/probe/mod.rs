@@ -24,6 +24,7 @@ use crate::outcome::{Failure, ProbeResult};
 use crate::report::Report;
 use crate::text::{millis, ms};
 use http::Session;
+use telemetry_core::trace::TraceId;
 
 /// Run every selected probe, one after another (so no probe's latency includes another's load), and
 /// collect the report.
@@ -44,6 +45,7 @@ pub async fn run_canary(settings: &Settings) -> Report {
             reason = result.reason.as_deref(),
             request_id = result.request_id.as_deref(),
             request_id_sent = result.request_id_sent.as_str(),
+            trace_id = result.trace_id.as_str(),
             attempts = result.attempts,
         );
         results.push(result);
@@ -72,15 +74,20 @@ pub async fn run_probe(probe: ProbeName, settings: &Settings) -> ProbeResult {
 
 async fn attempt(probe: ProbeName, settings: &Settings, budget: Duration) -> ProbeResult {
     let request_id = format!("canary-{}", uuid::Uuid::new_v4());
+    let trace_id = TraceId::random();
     let start = Instant::now();
-    let (outcome, steps) =
-        match Session::new(&settings.target, settings.timeout, request_id.clone()) {
-            Ok(mut session) => {
-                let outcome = check(probe, &mut session).await;
-                (outcome, session.into_steps())
-            }
-            Err(failure) => (Err(failure), Vec::new()),
-        };
+    let (outcome, steps) = match Session::new(
+        &settings.target,
+        settings.timeout,
+        request_id.clone(),
+        trace_id,
+    ) {
+        Ok(mut session) => {
+            let outcome = check(probe, &mut session).await;
+            (outcome, session.into_steps())
+        }
+        Err(failure) => (Err(failure), Vec::new()),
+    };
     let elapsed = start.elapsed();
     let last_status = steps.iter().rev().find_map(|s| s.status);
     let last_request_id = steps.iter().rev().find_map(|s| s.request_id.clone());
@@ -133,6 +140,7 @@ async fn attempt(probe: ProbeName, settings: &Settings, budget: Duration) -> Pro
         note,
         request_id_sent: request_id,
         request_id: returned_id,
+        trace_id: trace_id.to_string(),
         attempts: 1,
         earlier_failures: Vec::new(),
         steps,

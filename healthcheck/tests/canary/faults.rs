@@ -184,7 +184,7 @@ async fn a_500_fails_with_the_problem_detail_and_cleans_up_nothing_it_did_not_cr
         reason(roundtrip),
         "POST /messages answered 500 Internal Server Error, expected 201 Created: the disk is full"
     );
-    let methods: Vec<String> = seen.requests().into_iter().map(|(m, _, _)| m).collect();
+    let methods: Vec<String> = seen.requests().into_iter().map(|(m, _, _, _)| m).collect();
     assert_eq!(
         methods,
         ["POST"],
@@ -222,7 +222,7 @@ async fn a_read_back_that_differs_fails_and_the_message_is_still_deleted() {
     let requests: Vec<String> = seen
         .requests()
         .into_iter()
-        .map(|(m, p, _)| format!("{m} {p}"))
+        .map(|(m, p, _, _)| format!("{m} {p}"))
         .collect();
     assert_eq!(
         requests.last().map(String::as_str),

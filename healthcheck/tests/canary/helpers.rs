@@ -47,8 +47,8 @@ pub fn unique_stage(prefix: &str) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct Seen(Arc<Mutex<Vec<SeenRequest>>>);
 
-/// Method, path and query, and the `x-request-id` header if any.
-pub type SeenRequest = (String, String, Option<String>);
+/// Method, path and query, and the `x-request-id` and `traceparent` headers if any.
+pub type SeenRequest = (String, String, Option<String>, Option<String>);
 
 impl Seen {
     pub fn requests(&self) -> Vec<SeenRequest> {
@@ -168,15 +168,19 @@ pub async fn spawn_fake(overrides: Vec<(&'static str, MethodRouter)>) -> (Socket
         move |request: axum::extract::Request, next: axum::middleware::Next| {
             let record = record.clone();
             async move {
-                let id = request
-                    .headers()
-                    .get("x-request-id")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
+                let headers = request.headers();
+                let header = |name: &str| {
+                    headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                };
+                let (id, traceparent) = (header("x-request-id"), header("traceparent"));
                 record.0.lock().expect("lock").push((
                     request.method().to_string(),
                     request.uri().to_string(),
                     id.clone(),
+                    traceparent,
                 ));
                 let mut response = next.run(request).await;
                 if let Some(id) = id.and_then(|id| id.parse().ok()) {

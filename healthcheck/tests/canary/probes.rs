@@ -113,11 +113,37 @@ async fn every_request_carries_the_probe_request_id_header() {
     assert!(report.ok, "the fake relay is healthy: {}", report.to_json());
     let requests = seen.requests();
     assert_eq!(requests.len(), 10, "{requests:?}");
-    for (method, path, id) in requests {
+    let mut parents = std::collections::HashSet::new();
+    for (method, path, id, traceparent) in requests {
         let id = id.unwrap_or_else(|| panic!("{method} {path} carried no x-request-id"));
+        let probe = report
+            .probes
+            .iter()
+            .find(|p| p.request_id_sent == id)
+            .unwrap_or_else(|| panic!("{method} {path}: {id} belongs to no probe"));
+        // A valid traceparent in the probe's trace, with a parent span of its own per request.
+        let traceparent = traceparent.unwrap_or_else(|| panic!("{method} {path}: no traceparent"));
+        let parsed = telemetry_core::trace::TraceParent::parse(&traceparent)
+            .unwrap_or_else(|| panic!("{method} {path}: invalid traceparent {traceparent:?}"));
+        assert_eq!(
+            parsed.trace_id.to_string(),
+            probe.trace_id,
+            "{method} {path}"
+        );
         assert!(
-            report.probes.iter().any(|p| p.request_id_sent == id),
-            "{method} {path}: {id} belongs to no probe"
+            parents.insert(parsed.parent_id),
+            "{method} {path}: a span id used twice"
+        );
+    }
+    let mut traces: Vec<&str> = report.probes.iter().map(|p| p.trace_id.as_str()).collect();
+    traces.sort_unstable();
+    traces.dedup();
+    assert_eq!(traces.len(), report.probes.len(), "one trace per probe");
+    let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap_or_default();
+    for probe in json["probes"].as_array().into_iter().flatten() {
+        assert!(
+            probe["trace_id"].as_str().is_some_and(|t| t.len() == 32),
+            "{probe}"
         );
     }
 }

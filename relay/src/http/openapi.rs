@@ -7,7 +7,9 @@ use axum::Extension;
 use axum::body::Bytes;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use utoipa::openapi::Required;
 use utoipa::openapi::header::{Header, HeaderBuilder};
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::server::Server;
@@ -70,8 +72,20 @@ impl Modify for AdminToken {
     }
 }
 
-/// The headers the shared layers put on responses, on every response they apply to.
+/// The headers the shared layers put on responses, on every response they apply to, and the trace
+/// context headers every operation accepts.
 struct SharedHeaders;
+
+/// An optional request header of every operation.
+fn header_parameter(name: &str, description: &str) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+        .description(Some(description))
+        .build()
+}
 
 fn documented_header(kind: Type, description: &str) -> Header {
     HeaderBuilder::new()
@@ -90,6 +104,16 @@ impl Modify for SharedHeaders {
                 &mut item.delete,
             ];
             for operation in operations.into_iter().flatten() {
+                let parameters = operation.parameters.get_or_insert_with(Vec::new);
+                parameters.push(header_parameter(
+                    "traceparent",
+                    "W3C trace context: the caller's trace, which the request's log lines join \
+                     (`trace_id`). A malformed one is ignored (a new trace starts), never refused.",
+                ));
+                parameters.push(header_parameter(
+                    "tracestate",
+                    "W3C trace context vendor data; accepted with `traceparent`, not interpreted.",
+                ));
                 for (status, response) in operation.responses.responses.iter_mut() {
                     let utoipa::openapi::RefOr::T(response) = response else {
                         continue;

@@ -1,5 +1,6 @@
 //! The request span: named `request`, with `request_id`, `method`, `route` (the matched template, never
-//! the raw path), in Lambda `cold_start`, and `problem` once known. The HTTP response step makes it
+//! the raw path), `trace_id` and `span_id` (W3C trace context, [`RequestTrace`]), `xray_trace_id` when
+//! an X-Ray root came with the request, in Lambda `cold_start`, and `problem` once known. The HTTP response step makes it
 //! when a request arrives ([`span`]) and enters it at every poll of the request's future, so every line
 //! logged while the request is served carries these fields (the JSON layer writes them into each
 //! line), the line that closes the request (`HttpResponseSent`) included.
@@ -20,7 +21,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use std::time::Duration;
 
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
+use telemetry_core::trace::{SpanId, TraceId, TraceParent, xray_root};
 
 use super::events::{ColdStart, Event};
 use super::handles::method_label;
@@ -28,8 +30,51 @@ use super::handles::method_label;
 /// The name of the request span, which `RUST_LOG` span directives (`relay[request]=debug`) match.
 pub const SPAN_NAME: &str = "request";
 
-/// The span of a request with this id, to `route` (the matched template) by `method`.
-pub fn span(request_id: &str, method: &Method, route: &str) -> tracing::Span {
+/// A request's place in its trace (W3C trace context): the caller's trace when its `traceparent` is
+/// valid, else the X-Ray root's (`X-Amzn-Trace-Id`, or in Lambda `_X_AMZN_TRACE_ID`), else a new
+/// one; and a span id of the request's own. A malformed header never fails a request: it is ignored.
+#[derive(Debug, Clone)]
+pub struct RequestTrace {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    /// The caller's span, from a valid `traceparent`.
+    pub parent: Option<TraceParent>,
+    /// The X-Ray trace root (`1-67891233-abcdef012345678912345678`), logged as `xray_trace_id`.
+    pub xray_root: Option<String>,
+}
+
+impl RequestTrace {
+    pub fn of(headers: &HeaderMap) -> Self {
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let parent = text("traceparent").and_then(TraceParent::parse);
+        let lambda_trace = || {
+            ON_LAMBDA
+                .load(Ordering::Relaxed)
+                .then(|| std::env::var("_X_AMZN_TRACE_ID").ok())
+                .flatten()
+        };
+        let xray_root = match text("x-amzn-trace-id") {
+            Some(header) => xray_root(header).map(str::to_owned),
+            None => lambda_trace()
+                .as_deref()
+                .and_then(xray_root)
+                .map(str::to_owned),
+        };
+        let trace_id = parent
+            .map(|p| p.trace_id)
+            .or_else(|| xray_root.as_deref().and_then(TraceId::from_xray_root))
+            .unwrap_or_else(TraceId::random);
+        Self {
+            trace_id,
+            span_id: SpanId::random(),
+            parent,
+            xray_root,
+        }
+    }
+}
+
+/// The span of a request with this id, to `route` (the matched template) by `method`, in `trace`.
+pub fn span(request_id: &str, method: &Method, route: &str, trace: &RequestTrace) -> tracing::Span {
     // A root span: a request is never inside another one, so no lookup of the current span.
     let span = tracing::error_span!(
         parent: None,
@@ -40,6 +85,9 @@ pub fn span(request_id: &str, method: &Method, route: &str) -> tracing::Span {
         sampled = sampled().then_some(true),
         cold_start = tracing::field::Empty,
         problem = tracing::field::Empty,
+        trace_id = %trace.trace_id,
+        span_id = %trace.span_id,
+        xray_trace_id = trace.xray_root.as_deref(),
     );
     if let Some(cold) = cold_start() {
         span.record("cold_start", cold);

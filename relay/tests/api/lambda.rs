@@ -182,6 +182,12 @@ async fn api_gateway_events_are_served_with_emf_metrics_and_json_logs() {
         "the first request of a sandbox is its cold start"
     );
     assert_eq!(finished[1]["cold_start"], false);
+    // The X-Ray root API Gateway sends is kept, and without a traceparent it is the W3C trace.
+    assert_eq!(
+        finished[1]["xray_trace_id"], "1-67891233-abcdef012345678912345678",
+        "{stdout}"
+    );
+    assert_eq!(finished[1]["trace_id"], "67891233abcdef012345678912345678");
     assert_eq!(finished[1]["route"], "/messages");
     assert_eq!(finished[0]["env"], "dev");
     assert!(
@@ -268,6 +274,11 @@ async fn in_lambda_a_failed_invocation_writes_its_debug_buffer_and_a_good_one_no
     healthz["rawPath"] = "/healthz".into();
     healthz["requestContext"]["http"]["path"] = "/healthz".into();
     healthz["requestContext"]["requestId"] = "HealthReq1=".into();
+    // No X-Ray header on this one: the runtime's trace id (`_X_AMZN_TRACE_ID`) stands in for it.
+    healthz["headers"]
+        .as_object_mut()
+        .unwrap()
+        .remove("x-amzn-trace-id");
     let events = vec![
         ("inv-1".to_owned(), fixture("apigw-v2-get-count.json")),
         ("inv-2".to_owned(), healthz),
@@ -316,4 +327,8 @@ async fn in_lambda_a_failed_invocation_writes_its_debug_buffer_and_a_good_one_no
     }
     let finished = at("HealthReq1=", "Request finished.");
     assert!(logged[finished].get("flush_buffer").is_none());
+    assert_eq!(
+        logged[finished]["xray_trace_id"], "1-67891233-abcdef012345678912345678",
+        "{stdout}"
+    );
 }

@@ -393,12 +393,32 @@ async fn pretty_lines_show_the_request_fields() {
             (true, _) => {}
         }
     }
-    for needle in [
-        "Request finished.",
-        "request_id: \"fields-missing\", method: \"GET\", route: \"/messages/{id}\", problem: \"message-not-found\"",
-        "request_id: \"fields-refused\", method: \"PUT\", route: \"/saved\"",
+    assert!(plain.contains("Request finished."), "{plain}");
+    // Each request's span fields on one line (the pretty format lists recorded ones last).
+    for (id, fields) in [
+        (
+            "fields-missing",
+            &[
+                "method: \"GET\"",
+                "route: \"/messages/{id}\"",
+                "problem: \"message-not-found\"",
+                "trace_id: ",
+                "span_id: ",
+            ][..],
+        ),
+        (
+            "fields-refused",
+            &["method: \"PUT\"", "route: \"/saved\"", "trace_id: "][..],
+        ),
     ] {
-        assert!(plain.contains(needle), "`{needle}` in: {plain}");
+        let needle = format!("request_id: \"{id}\"");
+        let line = plain
+            .lines()
+            .find(|l| l.contains(&needle))
+            .unwrap_or_else(|| panic!("`{needle}` in: {plain}"));
+        for field in fields {
+            assert!(line.contains(field), "`{field}` in: {line}");
+        }
     }
 }
 
@@ -726,4 +746,129 @@ fn the_grafana_dashboard_uses_only_catalog_metrics_and_their_labels() {
             metric.as_str()
         );
     }
+}
+
+/// W3C trace context: a valid `traceparent` puts the request in the caller's trace (its `trace_id`, a
+/// `span_id` of the request's own); a malformed one (each way the specification forbids) never fails
+/// the request and starts a new trace; an X-Ray root (`X-Amzn-Trace-Id`) is kept as `xray_trace_id`
+/// and, without a `traceparent`, is the trace. Every line of a request carries its ids.
+#[tokio::test]
+async fn trace_context_is_read_from_traceparent_and_a_malformed_one_never_fails_a_request() {
+    const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const XRAY: &str = "Root=1-67891233-abcdef012345678912345678;Parent=53995c3f42cd8ad8;Sampled=1";
+    let malformed = [
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        "",
+        "garbage",
+    ];
+    let relay = spawn_binary(&[("RELAY_STORE", "memory:"), ("RUST_LOG", "info,relay=debug")]).await;
+    let client = reqwest::Client::new();
+    let send = |id: String, headers: Vec<(&'static str, String)>| {
+        let mut request = client
+            .post(format!("{}/messages", relay.base))
+            .header("x-request-id", id)
+            .json(&json!({"message": "traced"}));
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        request.send()
+    };
+    for (i, header) in malformed.iter().enumerate() {
+        let response = send(
+            format!("bad-{i}"),
+            vec![("traceparent", (*header).to_owned())],
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED, "{header:?}");
+    }
+    for (id, headers) in [
+        ("valid", vec![("traceparent", VALID.to_owned())]),
+        ("xray", vec![("x-amzn-trace-id", XRAY.to_owned())]),
+        (
+            "both",
+            vec![
+                ("traceparent", VALID.to_owned()),
+                ("tracestate", "vendor=opaque,other=1".to_owned()),
+                ("x-amzn-trace-id", XRAY.to_owned()),
+            ],
+        ),
+        ("none", vec![]),
+    ] {
+        let response = send(id.to_owned(), headers).await.unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED, "{id}");
+    }
+    let lines = parse_lines(&relay.stop());
+    let request_line = |id: &str| {
+        lines
+            .iter()
+            .find(|l| l["request_id"] == id && l["message"] == "Request finished.")
+            .unwrap_or_else(|| panic!("no request line for {id}"))
+    };
+    let is_hex = |v: &Value, digits: usize| {
+        v.as_str().is_some_and(|s| {
+            s.len() == digits
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                && s.bytes().any(|b| b != b'0')
+        })
+    };
+    let mut traces = BTreeSet::new();
+    for (id, line) in lines
+        .iter()
+        .filter(|l| l["request_id"].is_string())
+        .map(|l| (l["request_id"].as_str().unwrap(), l))
+    {
+        let closing = request_line(id);
+        assert_eq!(
+            line["trace_id"], closing["trace_id"],
+            "every line of {id} has its trace: {line}"
+        );
+        assert_eq!(line["span_id"], closing["span_id"], "{line}");
+    }
+    for i in 0..malformed.len() {
+        let line = request_line(&format!("bad-{i}"));
+        assert!(
+            is_hex(&line["trace_id"], 32) && is_hex(&line["span_id"], 16),
+            "{line}"
+        );
+        assert_ne!(
+            line["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+            "a new trace: {line}"
+        );
+        assert!(
+            traces.insert(line["trace_id"].as_str().unwrap().to_owned()),
+            "a trace of its own: {line}"
+        );
+        assert!(line.get("xray_trace_id").is_none());
+    }
+    let valid = request_line("valid");
+    assert_eq!(valid["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert!(
+        is_hex(&valid["span_id"], 16) && valid["span_id"] != "00f067aa0ba902b7",
+        "{valid}"
+    );
+    let xray = request_line("xray");
+    assert_eq!(
+        xray["trace_id"], "67891233abcdef012345678912345678",
+        "the X-Ray root is the trace"
+    );
+    assert_eq!(xray["xray_trace_id"], "1-67891233-abcdef012345678912345678");
+    let both = request_line("both");
+    assert_eq!(
+        both["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+        "traceparent wins"
+    );
+    assert_eq!(both["xray_trace_id"], "1-67891233-abcdef012345678912345678");
+    let none = request_line("none");
+    assert!(
+        is_hex(&none["trace_id"], 32)
+            && traces.insert(none["trace_id"].as_str().unwrap().to_owned())
+    );
 }
