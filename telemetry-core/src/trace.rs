@@ -22,6 +22,15 @@ pub struct TraceId(u128);
 pub struct SpanId(u64);
 
 impl TraceId {
+    /// The id with these 128 bits, unless they are all zero.
+    pub fn from_u128(bits: u128) -> Option<Self> {
+        nonzero(bits).map(Self)
+    }
+
+    pub fn as_u128(&self) -> u128 {
+        self.0
+    }
+
     /// A new random trace id (for a request that arrives without a valid `traceparent`).
     pub fn random() -> Self {
         Self(fastrand::u128(1..))
@@ -41,21 +50,63 @@ impl TraceId {
 }
 
 impl SpanId {
+    /// The id with these 64 bits, unless they are all zero.
+    pub fn from_u64(bits: u64) -> Option<Self> {
+        nonzero(bits).map(Self)
+    }
+
+    pub fn as_u64(&self) -> u64 {
+        self.0
+    }
+
     /// A new random span id.
     pub fn random() -> Self {
         Self(fastrand::u64(1..))
     }
 }
 
+impl TraceId {
+    /// The 32 hex digits, on the stack: what a log line records, without the formatting machinery.
+    pub fn hex(&self) -> Hex<32> {
+        Hex::of(self.0)
+    }
+}
+
+impl SpanId {
+    /// The 16 hex digits, on the stack.
+    pub fn hex(&self) -> Hex<16> {
+        Hex::of(u128::from(self.0))
+    }
+}
+
 impl fmt::Display for TraceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
+        f.write_str(self.hex().as_str())
     }
 }
 
 impl fmt::Display for SpanId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
+        f.write_str(self.hex().as_str())
+    }
+}
+
+/// The low `N` hex digits of a number, lowercase, zero-padded.
+pub struct Hex<const N: usize>([u8; N]);
+
+impl<const N: usize> Hex<N> {
+    fn of(mut value: u128) -> Self {
+        let mut digits = [b'0'; N];
+        for digit in digits.iter_mut().rev() {
+            *digit = b"0123456789abcdef"[(value & 0xf) as usize];
+            value >>= 4;
+        }
+        Self(digits)
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Always ASCII hex digits.
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 }
 
@@ -111,6 +162,49 @@ impl fmt::Display for TraceParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let flags = u8::from(self.sampled);
         write!(f, "00-{}-{}-{flags:02x}", self.trace_id, self.parent_id)
+    }
+}
+
+/// A request's place in its trace: the caller's trace when its `traceparent` is valid, else the X-Ray
+/// root's, else a new one; and a span id of the request's own. A malformed header is ignored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestTrace {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    /// The caller's span, from a valid `traceparent`.
+    pub parent: Option<TraceParent>,
+    /// The X-Ray trace root (`1-67891233-abcdef012345678912345678`), when one came with the request.
+    pub xray_root: Option<String>,
+    /// The X-Ray header's `Parent=` span, with a valid root.
+    pub xray_parent: Option<SpanId>,
+}
+
+impl RequestTrace {
+    /// From the `traceparent` and `X-Amzn-Trace-Id` values, either possibly missing or malformed.
+    pub fn of(traceparent: Option<&str>, xray: Option<&str>) -> Self {
+        let parent = traceparent.and_then(TraceParent::parse);
+        let xray_root = xray.and_then(xray_root).map(str::to_owned);
+        let xray_parent = xray
+            .filter(|_| xray_root.is_some())
+            .and_then(|header| {
+                header
+                    .split(';')
+                    .find_map(|part| part.trim().strip_prefix("Parent="))
+            })
+            .filter(|parent| parent.len() == 16)
+            .and_then(hex_u64)
+            .and_then(SpanId::from_u64);
+        let trace_id = parent
+            .map(|p| p.trace_id)
+            .or_else(|| xray_root.as_deref().and_then(TraceId::from_xray_root))
+            .unwrap_or_else(TraceId::random);
+        Self {
+            trace_id,
+            span_id: SpanId::random(),
+            parent,
+            xray_root,
+            xray_parent,
+        }
     }
 }
 
@@ -208,6 +302,31 @@ mod tests {
             assert_eq!(TraceParent::parse(&root.to_string()), Some(root));
             assert_eq!(SpanId::random().to_string().len(), 16);
         }
+    }
+
+    #[test]
+    fn a_request_takes_the_callers_trace_else_the_xray_root_else_a_new_one() {
+        const XRAY: &str = "Root=1-67891233-abcdef012345678912345678;Sampled=1";
+        let both = RequestTrace::of(Some(VALID), Some(XRAY));
+        assert_eq!(
+            both.trace_id.to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(both.parent, TraceParent::parse(VALID));
+        assert_ne!(Some(both.span_id), both.parent.map(|p| p.parent_id));
+        assert_eq!(
+            both.xray_root.as_deref(),
+            Some("1-67891233-abcdef012345678912345678")
+        );
+        let xray = RequestTrace::of(Some("garbage"), Some(XRAY));
+        assert_eq!(
+            xray.trace_id.to_string(),
+            "67891233abcdef012345678912345678"
+        );
+        assert_eq!(xray.parent, None);
+        let fresh = RequestTrace::of(Some("ff-bad"), Some("Root=nonsense"));
+        assert_eq!((fresh.parent, fresh.xray_root), (None, None));
+        assert_ne!(fresh.trace_id, RequestTrace::of(None, None).trace_id);
     }
 
     #[test]

@@ -101,7 +101,7 @@ where
                 .get::<MatchedPath>()
                 .map_or(UNMATCHED_ROUTE, |r| r.as_str());
             let id = request_id.as_ref().and_then(|id| id.to_str().ok());
-            let trace = request::RequestTrace::of(request.headers());
+            let trace = request::trace_of(request.headers());
             Observed {
                 span: request::span(id.unwrap_or_default(), request.method(), route, &trace),
                 endpoint: Endpoint::of(route, request.method()),

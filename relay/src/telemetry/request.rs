@@ -1,5 +1,5 @@
 //! The request span: named `request`, with `request_id`, `method`, `route` (the matched template, never
-//! the raw path), `trace_id` and `span_id` (W3C trace context, [`RequestTrace`]), `xray_trace_id` when
+//! the raw path), `trace_id` and `span_id` (W3C trace context, [`trace_of`]), `xray_trace_id` when
 //! an X-Ray root came with the request, in Lambda `cold_start`, and `problem` once known. The HTTP response step makes it
 //! when a request arrives ([`span`]) and enters it at every poll of the request's future, so every line
 //! logged while the request is served carries these fields (the JSON layer writes them into each
@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, Method, StatusCode};
-use telemetry_core::trace::{SpanId, TraceId, TraceParent, xray_root};
+use telemetry_core::trace::RequestTrace;
 
 use super::events::{ColdStart, Event};
 use super::handles::method_label;
@@ -30,46 +30,19 @@ use super::handles::method_label;
 /// The name of the request span, which `RUST_LOG` span directives (`relay[request]=debug`) match.
 pub const SPAN_NAME: &str = "request";
 
-/// A request's place in its trace (W3C trace context): the caller's trace when its `traceparent` is
-/// valid, else the X-Ray root's (`X-Amzn-Trace-Id`, or in Lambda `_X_AMZN_TRACE_ID`), else a new
-/// one; and a span id of the request's own. A malformed header never fails a request: it is ignored.
-#[derive(Debug, Clone)]
-pub struct RequestTrace {
-    pub trace_id: TraceId,
-    pub span_id: SpanId,
-    /// The caller's span, from a valid `traceparent`.
-    pub parent: Option<TraceParent>,
-    /// The X-Ray trace root (`1-67891233-abcdef012345678912345678`), logged as `xray_trace_id`.
-    pub xray_root: Option<String>,
-}
-
-impl RequestTrace {
-    pub fn of(headers: &HeaderMap) -> Self {
-        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let parent = text("traceparent").and_then(TraceParent::parse);
-        let lambda_trace = || {
-            ON_LAMBDA
-                .load(Ordering::Relaxed)
-                .then(|| std::env::var("_X_AMZN_TRACE_ID").ok())
-                .flatten()
-        };
-        let xray_root = match text("x-amzn-trace-id") {
-            Some(header) => xray_root(header).map(str::to_owned),
-            None => lambda_trace()
-                .as_deref()
-                .and_then(xray_root)
-                .map(str::to_owned),
-        };
-        let trace_id = parent
-            .map(|p| p.trace_id)
-            .or_else(|| xray_root.as_deref().and_then(TraceId::from_xray_root))
-            .unwrap_or_else(TraceId::random);
-        Self {
-            trace_id,
-            span_id: SpanId::random(),
-            parent,
-            xray_root,
-        }
+/// The trace context of a request with these headers: `traceparent`, else the X-Ray root of
+/// `X-Amzn-Trace-Id` (in Lambda, of `_X_AMZN_TRACE_ID` when the header is missing), else a new trace.
+pub fn trace_of(headers: &HeaderMap) -> RequestTrace {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let lambda_trace = || {
+        ON_LAMBDA
+            .load(Ordering::Relaxed)
+            .then(|| std::env::var("_X_AMZN_TRACE_ID").ok())
+            .flatten()
+    };
+    match text("x-amzn-trace-id") {
+        Some(xray) => RequestTrace::of(text("traceparent"), Some(xray)),
+        None => RequestTrace::of(text("traceparent"), lambda_trace().as_deref()),
     }
 }
 
@@ -85,8 +58,8 @@ pub fn span(request_id: &str, method: &Method, route: &str, trace: &RequestTrace
         sampled = sampled().then_some(true),
         cold_start = tracing::field::Empty,
         problem = tracing::field::Empty,
-        trace_id = %trace.trace_id,
-        span_id = %trace.span_id,
+        trace_id = trace.trace_id.hex().as_str(),
+        span_id = trace.span_id.hex().as_str(),
         xray_trace_id = trace.xray_root.as_deref(),
     );
     if let Some(cold) = cold_start() {
