@@ -25,7 +25,10 @@
 //!   buffer of the outermost span (the request's), oldest evicted first. An event whose field [`FLUSH`]
 //!   is `true` (the request line of a failed or slow request) writes that buffer out, in order and
 //!   before its own line, all in one write; when evictions dropped lines, one WARN line before the
-//!   buffered ones says how many. A buffer no event flushes is dropped with its span;
+//!   buffered ones says how many. A buffer no event flushes is dropped with its span. A kept line
+//!   is held as what only it knows (its time, level, target and its own and inner spans' members)
+//!   and written whole by the flush, with the outermost span's fields as they are then: a request
+//!   that succeeds pays for recording its debug lines, not for writing them;
 //! - elsewhere, they are dropped.
 //!
 //! [`trace`] reads and makes the W3C trace context ids that join a request's lines to its trace.
@@ -42,7 +45,6 @@ pub mod strict;
 pub mod trace;
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
 use std::ops::Range;
@@ -137,21 +139,12 @@ impl<W> JsonLayer<W> {
         fields: impl FnOnce(&mut FieldVisitor<'_>),
         scope: Option<Scope<'_, S>>,
     ) -> bool {
+        buffers.line.clear();
+        buffers.taken.clear();
+        self.push_head(buffers, SystemTime::now(), level, target);
         let Buffers {
-            line,
-            taken,
-            text,
-            second,
+            line, taken, text, ..
         } = buffers;
-        line.clear();
-        taken.clear();
-        line.extend_from_slice(br#"{"timestamp":""#);
-        push_timestamp(line, SystemTime::now(), second);
-        line.extend_from_slice(br#"","level":""#);
-        line.extend_from_slice(level.as_str().as_bytes());
-        line.extend_from_slice(br#"","target":"#);
-        push_str(line, target);
-        line.extend_from_slice(&self.identity);
         let mut visitor = FieldVisitor {
             out: Members::Line { line, taken },
             text,
@@ -167,6 +160,35 @@ impl<W> JsonLayer<W> {
         line.extend_from_slice(b"}\n");
         flush
     }
+
+    /// `{"timestamp":…,"level":…,"target":…` and the identity, appended to `buffers.line`.
+    fn push_head(&self, buffers: &mut Buffers, at: SystemTime, level: &Level, target: &str) {
+        let line = &mut buffers.line;
+        line.extend_from_slice(br#"{"timestamp":""#);
+        push_timestamp(line, at, &mut buffers.second);
+        line.extend_from_slice(br#"","level":""#);
+        line.extend_from_slice(level.as_str().as_bytes());
+        line.extend_from_slice(br#"","target":"#);
+        push_str(line, target);
+        line.extend_from_slice(&self.identity);
+    }
+
+    /// The most bytes a kept line with `members` of its own can take once written whole, with the
+    /// members of its outermost span (`outer` bytes).
+    fn written_size(&self, level: &Level, target: &str, members: usize, outer: usize) -> usize {
+        // `{"timestamp":"` + 27 + `","level":"` + level + `","target":` + quoted target + `}\n`,
+        // the target's escapes at most doubling it.
+        14 + 27
+            + 11
+            + level.as_str().len()
+            + 11
+            + 2 * target.len()
+            + 2
+            + self.identity.len()
+            + members
+            + outer
+            + 2
+    }
 }
 
 /// Where a line below the output filter goes.
@@ -175,36 +197,84 @@ enum Fate<'a, S: for<'l> LookupSpan<'l>> {
     /// Into the buffer of `span`, the event's outermost, which keeps at most `max_bytes`.
     Keep {
         span: SpanRef<'a, S>,
+        /// The spans between the event and `span`, innermost first.
+        inner: SmallVec<[SpanRef<'a, S>; 4]>,
         max_bytes: usize,
     },
     Drop,
 }
 
-/// A span's kept lines, oldest first (see the crate docs).
-#[derive(Debug, Default)]
+/// A span's kept lines, oldest first (see the crate docs). A line is kept as what only it knows (when,
+/// its level and target, its own and its inner spans' members, and their keys) and written whole by
+/// the flush, with the outermost span's members as they are then: a request that succeeds never pays
+/// for writing lines nobody reads.
+#[derive(Debug)]
 struct DebugBuffer {
-    bytes: VecDeque<u8>,
-    /// The length of each line in `bytes`.
-    lengths: VecDeque<usize>,
+    /// The lines' own members, one line after another.
+    members: Vec<u8>,
+    /// The keys of those members, one line after another, so the flush leaves them out of the
+    /// outermost span's members (a key appears once per line).
+    keys: Vec<&'static str>,
+    /// The lines, oldest first (inline for the usual few).
+    lines: SmallVec<[Kept; 8]>,
+    /// What the kept lines take once written, at most: the bound `max_bytes` applies to.
+    size: usize,
     /// The lines evicted (or too long to keep at all).
     dropped: u64,
 }
 
+/// One kept line.
+#[derive(Debug)]
+struct Kept {
+    at: SystemTime,
+    level: Level,
+    target: &'static str,
+    /// Bytes of `members`, and how many of `keys`, that are this line's.
+    members: usize,
+    keys: usize,
+    /// What it takes once written, at most.
+    size: usize,
+}
+
 impl DebugBuffer {
-    fn push(&mut self, line: &[u8], max_bytes: usize) {
-        if line.len() > max_bytes {
+    fn new() -> Self {
+        Self {
+            members: Vec::new(),
+            keys: Vec::new(),
+            lines: SmallVec::new(),
+            size: 0,
+            dropped: 0,
+        }
+    }
+
+    /// Keep a line: `members` and `keys` are its own, `kept.size` what it takes written.
+    fn push(&mut self, kept: Kept, members: &[u8], keys: &[&'static str], max_bytes: usize) {
+        if kept.size > max_bytes {
             self.dropped += 1;
             return;
         }
-        while self.bytes.len() + line.len() > max_bytes {
-            let Some(oldest) = self.lengths.pop_front() else {
+        // Evict the oldest lines that must go, in one move.
+        let (mut evicted, mut freed, mut bytes, mut key_count) = (0, 0, 0, 0);
+        while self.size - freed + kept.size > max_bytes {
+            let Some(oldest) = self.lines.get(evicted) else {
                 break;
             };
-            self.bytes.drain(..oldest);
-            self.dropped += 1;
+            freed += oldest.size;
+            bytes += oldest.members;
+            key_count += oldest.keys;
+            evicted += 1;
         }
-        self.bytes.extend(line);
-        self.lengths.push_back(line.len());
+        if evicted > 0 {
+            self.members.drain(..bytes);
+            self.keys.drain(..key_count);
+            self.lines.drain(..evicted);
+            self.size -= freed;
+            self.dropped += evicted as u64;
+        }
+        self.members.extend_from_slice(members);
+        self.keys.extend_from_slice(keys);
+        self.size += kept.size;
+        self.lines.push(kept);
     }
 }
 
@@ -242,6 +312,14 @@ where
         if matches!(fate, Fate::Drop) {
             return;
         }
+        if let Fate::Keep {
+            span,
+            inner,
+            max_bytes,
+        } = fate
+        {
+            return self.keep(event, &span, &inner, max_bytes);
+        }
         with_buffers(|buffers| {
             let flush = self.render(
                 buffers,
@@ -250,53 +328,101 @@ where
                 |visitor| event.record(visitor),
                 ctx.event_scope(event),
             );
-            if let Fate::Keep { span, max_bytes } = &fate {
-                let mut extensions = span.extensions_mut();
-                match extensions.get_mut::<DebugBuffer>() {
-                    Some(kept) => kept.push(&buffers.line, *max_bytes),
-                    None => {
-                        let mut kept = DebugBuffer::default();
-                        kept.push(&buffers.line, *max_bytes);
-                        extensions.insert(kept);
-                    }
-                }
-                return;
-            }
-            let kept = flush
+            let outermost = flush
                 .then(|| ctx.event_scope(event)?.from_root().next())
-                .flatten()
-                .and_then(|outermost| outermost.extensions_mut().remove::<DebugBuffer>());
+                .flatten();
+            let kept = outermost
+                .as_ref()
+                .and_then(|span| span.extensions_mut().remove::<DebugBuffer>());
             // Nowhere to report a failed log write; the program goes on.
-            let _ = match kept {
-                None => self.writer.make_writer_for(meta).write_all(&buffers.line),
-                Some(kept) => {
-                    let out = self.flushed(kept, meta, ctx.event_scope(event), &buffers.line);
+            let _ = match (kept, outermost) {
+                (Some(kept), Some(outermost)) => {
+                    let out = self.flushed(
+                        kept,
+                        &outermost,
+                        meta,
+                        ctx.event_scope(event),
+                        &buffers.line,
+                    );
                     self.writer.make_writer_for(meta).write_all(&out)
                 }
+                _ => self.writer.make_writer_for(meta).write_all(&buffers.line),
             };
         });
     }
 }
 
 impl<W> JsonLayer<W> {
+    /// Keep `event` in `outermost`'s buffer: its own members and those of the `inner` spans
+    /// (innermost first) between it and `outermost` (the flush adds the head and `outermost`'s
+    /// members).
+    fn keep<S: for<'a> LookupSpan<'a>>(
+        &self,
+        event: &Event<'_>,
+        outermost: &SpanRef<'_, S>,
+        inner: &[SpanRef<'_, S>],
+        max_bytes: usize,
+    ) {
+        let meta = event.metadata();
+        with_buffers(|buffers| {
+            let Buffers {
+                line, taken, text, ..
+            } = buffers;
+            line.clear();
+            taken.clear();
+            event.record(&mut FieldVisitor {
+                out: Members::Line { line, taken },
+                text,
+                flush: false,
+            });
+            for span in inner {
+                if let Some(fields) = span.extensions().get::<Fields>() {
+                    fields.write_members(line, taken);
+                }
+            }
+            let mut extensions = outermost.extensions_mut();
+            let outer = extensions
+                .get_mut::<Fields>()
+                .map_or(0, |f| f.members.len());
+            let kept = Kept {
+                at: SystemTime::now(),
+                level: *meta.level(),
+                target: meta.target(),
+                members: line.len(),
+                keys: taken.len(),
+                size: self.written_size(meta.level(), meta.target(), line.len(), outer),
+            };
+            match extensions.get_mut::<DebugBuffer>() {
+                Some(buffer) => buffer.push(kept, line, taken, max_bytes),
+                None => {
+                    let mut buffer = DebugBuffer::new();
+                    buffer.push(kept, line, taken, max_bytes);
+                    extensions.insert(buffer);
+                }
+            }
+        });
+    }
+
     /// What a flush writes in one piece: the WARN line about evicted lines (if any were), the kept
-    /// lines in order, then the flushing event's own `line`.
+    /// lines in order, each written whole now with `outermost`'s members, then the flushing event's
+    /// own `line`.
     fn flushed<S: for<'a> LookupSpan<'a>>(
         &self,
         kept: DebugBuffer,
+        outermost: &SpanRef<'_, S>,
         meta: &tracing::Metadata<'_>,
         scope: Option<Scope<'_, S>>,
         line: &[u8],
     ) -> Vec<u8> {
-        let mut out = Vec::with_capacity(kept.bytes.len() + line.len() + 512);
+        let mut out = Vec::with_capacity(kept.size + line.len() + 512);
+        let mut own = Buffers::default();
         if kept.dropped > 0 {
-            let mut warn = Buffers::default();
             let message = format!(
                 "Debug buffer full: the {} oldest lines were dropped.",
                 kept.dropped
             );
             self.render(
-                &mut warn,
+                &mut own,
                 &Level::WARN,
                 meta.target(),
                 |visitor| {
@@ -307,11 +433,27 @@ impl<W> JsonLayer<W> {
                 },
                 scope,
             );
-            out.extend_from_slice(&warn.line);
+            out.extend_from_slice(&own.line);
         }
-        let (front, back) = kept.bytes.as_slices();
-        out.extend_from_slice(front);
-        out.extend_from_slice(back);
+        let extensions = outermost.extensions();
+        let outer = extensions.get::<Fields>();
+        let (mut members, mut keys) = (&kept.members[..], &kept.keys[..]);
+        for line in &kept.lines {
+            own.line.clear();
+            self.push_head(&mut own, line.at, &line.level, line.target);
+            let (these, rest) = members.split_at(line.members.min(members.len()));
+            own.line.extend_from_slice(these);
+            members = rest;
+            let (taken, rest) = keys.split_at(line.keys.min(keys.len()));
+            keys = rest;
+            if let Some(outer) = outer {
+                own.taken.clear();
+                own.taken.extend_from_slice(taken);
+                outer.write_members(&mut own.line, &mut own.taken);
+            }
+            own.line.extend_from_slice(b"}\n");
+            out.extend_from_slice(&own.line);
+        }
         out.extend_from_slice(line);
         out
     }
@@ -324,16 +466,17 @@ fn below_fate<'a, S: for<'l> LookupSpan<'l>>(
     level: &Level,
     scope: Option<Scope<'a, S>>,
 ) -> Fate<'a, S> {
-    let mut outermost = None;
+    let mut spans: SmallVec<[SpanRef<'a, S>; 4]> = SmallVec::new();
     for span in scope.into_iter().flatten() {
         if span.extensions().get::<Fields>().is_some_and(|f| f.sampled) {
             return Fate::Write;
         }
-        outermost = Some(span);
+        spans.push(span);
     }
-    match (buffering, outermost) {
+    match (buffering, spans.pop()) {
         (Some(buffering), Some(span)) if *level <= buffering.level => Fate::Keep {
             span,
+            inner: spans,
             max_bytes: buffering.max_bytes,
         },
         _ => Fate::Drop,
@@ -866,6 +1009,51 @@ mod tests {
             "a kept line keeps its spans' fields"
         );
         assert_eq!(flushed[2]["flush_buffer"], true);
+    }
+
+    #[test]
+    fn a_kept_line_is_written_whole_by_the_flush_with_the_request_fields_then_and_no_key_twice() {
+        let writes = capture_with(buffering(64 * 1024), || {
+            let request = tracing::error_span!(
+                "request",
+                request_id = "r-2",
+                route = "/a",
+                problem = tracing::field::Empty
+            );
+            request.in_scope(|| {
+                tracing::info_span!("store", op = "get_message", route = "inner").in_scope(|| {
+                    tracing::debug!(message = "kept", route = "event");
+                });
+                tracing::debug!(message = "also kept");
+                request.record("problem", "unavailable");
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                tracing::error!(message = "Request failed.", flush_buffer = true);
+            });
+        });
+        assert_eq!(writes.len(), 1);
+        let lines = parse_all(&writes[0]);
+        assert_eq!(messages(&lines), ["kept", "also kept", "Request failed."]);
+        assert_eq!(lines[0]["route"], "event", "the event's own field wins");
+        assert_eq!(lines[0]["op"], "get_message");
+        assert_eq!(lines[1]["route"], "/a");
+        for line in &lines {
+            assert_eq!(
+                line["problem"], "unavailable",
+                "the request's fields as at the flush"
+            );
+            assert_eq!(line["request_id"], "r-2");
+        }
+        let first = strict::parse_object(writes[0].lines().next().unwrap()).unwrap();
+        let keys: Vec<&str> = first.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys[..LINE_MEMBERS.len()],
+            LINE_MEMBERS,
+            "a kept line has the head of every line"
+        );
+        assert!(
+            lines[1]["timestamp"].as_str() < lines[2]["timestamp"].as_str(),
+            "a kept line has the time it was logged, not the flush's"
+        );
     }
 
     #[test]
