@@ -51,7 +51,7 @@ for name in names:
     print(f"| {name} | {requests:,} | {instructions:,} | {each:,.0f} |")
 hello, on, off, buffer = (per[n][2] for n in names)
 print(f"\n- telemetry: **{on - off:,.0f}** instructions per request ({on / off - 1:.1%} more than telemetry off)")
-print(f"- the debug buffer (`RELAY_LOG_BUFFER=debug`, each request's debug lines rendered, kept, then dropped): "
+print(f"- the debug buffer (`RELAY_LOG_BUFFER=debug`, each request's debug lines recorded, kept, then dropped): "
       f"**{buffer - on:,.0f}** instructions per request ({buffer / on - 1:.1%} more than telemetry on)")
 print(f"- the relay with full telemetry executes {on / hello:.2f}x the hello-world's instructions per request")
 PY

@@ -63,7 +63,7 @@ LUA
 #   relay-control       a second telemetry-off relay: its ratio to relay-telemetry-off shows what the
 #                       method itself reads into two identical servers
 #   relay-log-buffer    relay-telemetry-on with the debug buffer on (RELAY_LOG_BUFFER=debug): each request
-#                       renders and keeps its debug lines, then drops them (the GETs all succeed, quickly)
+#                       records and keeps its debug lines, then drops them (the GETs all succeed, quickly)
 #   relay-baseline      another build of the relay ($RELAY_BASELINE, e.g. the last release), full
 #                       telemetry, for before/after figures in the same run
 # Benchmarks start fresh processes every round: where the allocator and the loader put things differs

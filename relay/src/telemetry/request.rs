@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use std::time::Duration;
 
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderName, Method, StatusCode};
 use telemetry_core::trace::RequestTrace;
 
 use super::events::{ColdStart, Event};
@@ -33,16 +33,19 @@ pub const SPAN_NAME: &str = "request";
 /// The trace context of a request with these headers: `traceparent`, else the X-Ray root of
 /// `X-Amzn-Trace-Id` (in Lambda, of `_X_AMZN_TRACE_ID` when the header is missing), else a new trace.
 pub fn trace_of(headers: &HeaderMap) -> RequestTrace {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    // Header names made once: looking one up by `&str` parses it first, on every request.
+    const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+    const XRAY: HeaderName = HeaderName::from_static("x-amzn-trace-id");
+    let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     let lambda_trace = || {
         ON_LAMBDA
             .load(Ordering::Relaxed)
             .then(|| std::env::var("_X_AMZN_TRACE_ID").ok())
             .flatten()
     };
-    match text("x-amzn-trace-id") {
-        Some(xray) => RequestTrace::of(text("traceparent"), Some(xray)),
-        None => RequestTrace::of(text("traceparent"), lambda_trace().as_deref()),
+    match text(&XRAY) {
+        Some(xray) => RequestTrace::of(text(&TRACEPARENT), Some(xray)),
+        None => RequestTrace::of(text(&TRACEPARENT), lambda_trace().as_deref()),
     }
 }
 
