@@ -173,17 +173,23 @@ impl<W> JsonLayer<W> {
         line.extend_from_slice(&self.identity);
     }
 
-    /// The most bytes a kept line with `members` of its own can take once written whole, with the
-    /// members of its outermost span (`outer` bytes).
+    /// The most bytes a kept line with `members` of its own can take once written, with the
+    /// members of its outermost span (`outer` bytes; fewer are written when the line has some of
+    /// their keys itself).
     fn written_size(&self, level: &Level, target: &str, members: usize, outer: usize) -> usize {
-        // `{"timestamp":"` + 27 + `","level":"` + level + `","target":` + quoted target + `}\n`,
-        // the target's escapes at most doubling it.
+        // Targets are module paths: no escapes (and serde_json's length when there are).
+        let quoted = if needs_escape(target) {
+            serde_json::to_string(target).map_or(target.len() + 2, |q| q.len())
+        } else {
+            target.len() + 2
+        };
+        // `{"timestamp":"` + 27 + `","level":"` + level + `","target":` + the quoted target,
+        // the identity, the members, then `}\n`.
         14 + 27
             + 11
             + level.as_str().len()
             + 11
-            + 2 * target.len()
-            + 2
+            + quoted
             + self.identity.len()
             + members
             + outer
@@ -711,11 +717,7 @@ fn push_key(line: &mut Vec<u8>, key: &str) {
 /// A JSON string: copied between quotes when nothing in it needs an escape (a control character, `"`
 /// or `\`), which is what serde_json would write too; otherwise written by serde_json.
 fn push_str(line: &mut Vec<u8>, value: &str) {
-    // A fold without an early exit, so the compiler checks many bytes per instruction.
-    let escape = value.bytes().fold(false, |escape, b| {
-        escape | (b < 0x20) | (b == b'"') | (b == b'\\')
-    });
-    if !escape {
+    if !needs_escape(value) {
         line.reserve(value.len() + 2);
         line.push(b'"');
         line.extend_from_slice(value.as_bytes());
@@ -723,6 +725,14 @@ fn push_str(line: &mut Vec<u8>, value: &str) {
     } else {
         push_json(line, value);
     }
+}
+
+/// Whether JSON needs an escape in `value` (a control character, `"` or `\\`).
+fn needs_escape(value: &str) -> bool {
+    // A fold without an early exit, so the compiler checks many bytes per instruction.
+    value.bytes().fold(false, |escape, b| {
+        escape | (b < 0x20) | (b == b'"') | (b == b'\\')
+    })
 }
 
 fn push_json<T: serde::Serialize + ?Sized>(line: &mut Vec<u8>, value: &T) {
