@@ -1,12 +1,9 @@
 //! Small text helpers shared by probes and reports: durations as milliseconds, and one-line excerpts
-//! of what a server sent. A leaf: it imports nothing from the crate.
-
-use std::time::Duration;
+//! of what a server sent. A leaf: it imports nothing from the crate (`millis` is the shared line
+//! shape's, telemetry-core's).
 
 /// A duration in milliseconds, to the microsecond (for reports and `latency_ms` fields).
-pub fn millis(duration: Duration) -> f64 {
-    (duration.as_secs_f64() * 1_000_000.0).round() / 1000.0
-}
+pub use telemetry_core::millis;
 
 /// Milliseconds for people: "0.4 ms", "12 ms", "1250 ms".
 pub fn ms(value: f64) -> String {

@@ -128,7 +128,7 @@ impl<W> JsonLayer<W> {
         self
     }
 
-    /// Render one line into `buffers.line`: the head every line starts with (`{"timestamp":…,
+    /// Render one line into `buffers.line` (empty): the head every line starts with (`{"timestamp":…,
     /// "level":…,"target":…` and the identity), the members `fields` sets, then the fields of the
     /// spans in `scope`, innermost first. Returns whether the fields asked for a flush ([`FLUSH`]).
     fn render<S: for<'a> LookupSpan<'a>>(
@@ -139,8 +139,6 @@ impl<W> JsonLayer<W> {
         fields: impl FnOnce(&mut FieldVisitor<'_>),
         scope: Option<Scope<'_, S>>,
     ) -> bool {
-        buffers.line.clear();
-        buffers.taken.clear();
         self.push_head(buffers, SystemTime::now(), level, target);
         let Buffers {
             line, taken, text, ..
@@ -374,8 +372,6 @@ impl<W> JsonLayer<W> {
             let Buffers {
                 line, taken, text, ..
             } = buffers;
-            line.clear();
-            taken.clear();
             event.record(&mut FieldVisitor {
                 out: Members::Line { line, taken },
                 text,
@@ -489,6 +485,12 @@ fn below_fate<'a, S: for<'l> LookupSpan<'l>>(
     }
 }
 
+/// A duration in milliseconds, to the microsecond: how every `*_ms` field of the relay and the canary
+/// writes one.
+pub fn millis(duration: std::time::Duration) -> f64 {
+    (duration.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}
+
 /// What one line is built in, kept per thread and emptied for each line.
 #[derive(Default)]
 struct Buffers {
@@ -501,14 +503,18 @@ struct Buffers {
     second: (u64, [u8; 19]),
 }
 
-/// Run `f` on this thread's buffers; on fresh ones if logging re-enters itself (a `Debug`
+/// Run `f` on this thread's buffers, emptied; on fresh ones if logging re-enters itself (a `Debug`
 /// implementation that logs).
 fn with_buffers(f: impl FnOnce(&mut Buffers)) {
     thread_local! {
         static BUFFERS: RefCell<Buffers> = RefCell::new(Buffers::default());
     }
     BUFFERS.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buffers) => f(&mut buffers),
+        Ok(mut buffers) => {
+            buffers.line.clear();
+            buffers.taken.clear();
+            f(&mut buffers);
+        }
         Err(_) => f(&mut Buffers::default()),
     });
 }

@@ -22,15 +22,6 @@ pub struct TraceId(u128);
 pub struct SpanId(u64);
 
 impl TraceId {
-    /// The id with these 128 bits, unless they are all zero.
-    pub fn from_u128(bits: u128) -> Option<Self> {
-        nonzero(bits).map(Self)
-    }
-
-    pub fn as_u128(&self) -> u128 {
-        self.0
-    }
-
     /// A new random trace id (for a request that arrives without a valid `traceparent`).
     pub fn random() -> Self {
         Self(fastrand::u128(1..))
@@ -50,15 +41,6 @@ impl TraceId {
 }
 
 impl SpanId {
-    /// The id with these 64 bits, unless they are all zero.
-    pub fn from_u64(bits: u64) -> Option<Self> {
-        nonzero(bits).map(Self)
-    }
-
-    pub fn as_u64(&self) -> u64 {
-        self.0
-    }
-
     /// A new random span id.
     pub fn random() -> Self {
         Self(fastrand::u64(1..))
@@ -120,15 +102,6 @@ pub struct TraceParent {
 }
 
 impl TraceParent {
-    /// A child of a new trace: what a client starting one sends.
-    pub fn new_root() -> Self {
-        Self {
-            trace_id: TraceId::random(),
-            parent_id: SpanId::random(),
-            sampled: true,
-        }
-    }
-
     /// The header's value, if it follows the specification (see the module docs).
     pub fn parse(header: &str) -> Option<Self> {
         let header = header.trim_matches([' ', '\t']);
@@ -175,8 +148,6 @@ pub struct RequestTrace {
     pub parent: Option<TraceParent>,
     /// The X-Ray trace root (`1-67891233-abcdef012345678912345678`), when one came with the request.
     pub xray_root: Option<String>,
-    /// The X-Ray header's `Parent=` span, with a valid root.
-    pub xray_parent: Option<SpanId>,
 }
 
 impl RequestTrace {
@@ -184,16 +155,6 @@ impl RequestTrace {
     pub fn of(traceparent: Option<&str>, xray: Option<&str>) -> Self {
         let parent = traceparent.and_then(TraceParent::parse);
         let xray_root = xray.and_then(xray_root).map(str::to_owned);
-        let xray_parent = xray
-            .filter(|_| xray_root.is_some())
-            .and_then(|header| {
-                header
-                    .split(';')
-                    .find_map(|part| part.trim().strip_prefix("Parent="))
-            })
-            .filter(|parent| parent.len() == 16)
-            .and_then(hex_u64)
-            .and_then(SpanId::from_u64);
         let trace_id = parent
             .map(|p| p.trace_id)
             .or_else(|| xray_root.as_deref().and_then(TraceId::from_xray_root))
@@ -203,7 +164,6 @@ impl RequestTrace {
             span_id: SpanId::random(),
             parent,
             xray_root,
-            xray_parent,
         }
     }
 }
@@ -298,7 +258,11 @@ mod tests {
     #[test]
     fn new_ids_are_never_zero_and_written_at_full_width() {
         for _ in 0..1000 {
-            let root = TraceParent::new_root();
+            let root = TraceParent {
+                trace_id: TraceId::random(),
+                parent_id: SpanId::random(),
+                sampled: true,
+            };
             assert_eq!(TraceParent::parse(&root.to_string()), Some(root));
             assert_eq!(SpanId::random().to_string().len(), 16);
         }

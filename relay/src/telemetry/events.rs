@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use telemetry_core::millis;
 
 use super::handles::{self, Endpoint};
 use super::names::Metric;
@@ -376,11 +377,6 @@ impl Event for RelayStarted<'_> {
             max_connections = self.max_connections.map(|n| n as u64)
         );
     }
-}
-
-/// Milliseconds with microsecond precision, for `latency_ms` fields.
-pub fn millis(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
 }
 
 /// Every series of the labelled counters of rare events (store faults, rate limits, refused admin

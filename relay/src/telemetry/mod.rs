@@ -92,12 +92,12 @@ pub fn init_logging(config: &Config, runtime: Runtime) -> LogGuard {
             if (sampling || buffering)
                 && let Some(output) = targets.clone()
             {
-                let sampled = if sampling {
-                    LevelFilter::DEBUG
+                // Sampling needs debug; the buffer its own level; OFF is below every level.
+                let deepest = if sampling {
+                    config.log_buffer.max(LevelFilter::DEBUG)
                 } else {
-                    LevelFilter::OFF
+                    config.log_buffer
                 };
-                let deepest = sampled.max(config.log_buffer);
                 if let Some(level) = deepest.into_level()
                     && !output.would_enable("relay", &level)
                 {

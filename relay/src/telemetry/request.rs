@@ -17,8 +17,8 @@
 //!
 //! Must never: label a metric with a raw path, or lose the request's fields on a line inside it.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, Method, StatusCode};
@@ -93,23 +93,20 @@ fn sampled() -> bool {
     rate > 0.0 && fastrand::f64() < rate
 }
 
-/// With the debug buffer on: requests slower than this many nanoseconds write their buffer
-/// (`u64::MAX`: the buffer is off).
-static FLUSH_SLOWER_THAN: AtomicU64 = AtomicU64::new(u64::MAX);
+/// With the debug buffer on: requests slower than this write their buffer (unset: the buffer is off).
+static FLUSH_SLOWER_THAN: OnceLock<Duration> = OnceLock::new();
 
 /// Turn the debug buffer's flush on: failed requests and those slower than `slow` write their buffer.
 pub fn flush_slower_than(slow: Duration) {
-    let nanos = u64::try_from(slow.as_nanos()).unwrap_or(u64::MAX - 1);
-    FLUSH_SLOWER_THAN.store(nanos, Ordering::Relaxed);
+    let _ = FLUSH_SLOWER_THAN.set(slow);
 }
 
 /// Whether a request that ended with `status` after `latency` writes its debug buffer: with the
 /// buffer on, when it failed (5xx: errors, panics and timeouts all end as one) or was slow.
 pub fn flush(status: StatusCode, latency: Duration) -> bool {
-    let slow = FLUSH_SLOWER_THAN.load(Ordering::Relaxed);
-    slow != u64::MAX
-        && (status.is_server_error()
-            || u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX) > slow)
+    FLUSH_SLOWER_THAN
+        .get()
+        .is_some_and(|slow| status.is_server_error() || latency > *slow)
 }
 
 static ON_LAMBDA: AtomicBool = AtomicBool::new(false);

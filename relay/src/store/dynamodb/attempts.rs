@@ -60,32 +60,30 @@ impl Intercept for AttemptLog {
         let Some(AttemptStart(start)) = cfg.load::<AttemptStart>() else {
             return Ok(());
         };
-        let latency_ms = (start.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
+        let latency_ms = telemetry_core::millis(start.elapsed());
         let call = cfg.load::<Metadata>().map_or("unknown", Metadata::name);
         let attempt = cfg
             .load::<RequestAttempts>()
             .map_or(1, RequestAttempts::attempts);
         // Not `status`, which means the relay's own response on the request line.
         let http_status = context.response().map(|r| r.status().as_u16());
-        match context.output_or_error() {
-            Some(Err(error)) => tracing::debug!(
-                message = "DynamoDB call attempt failed.",
-                call,
-                attempt,
-                latency_ms,
-                http_status,
-                outcome = "error",
-                error = %DisplayErrorContext(error)
-            ),
-            _ => tracing::debug!(
-                message = "DynamoDB call attempt finished.",
-                call,
-                attempt,
-                latency_ms,
-                http_status,
-                outcome = "ok"
-            ),
-        }
+        let error = match context.output_or_error() {
+            Some(Err(error)) => Some(error),
+            _ => None,
+        };
+        let (message, outcome) = match error {
+            Some(_) => ("DynamoDB call attempt failed.", "error"),
+            None => ("DynamoDB call attempt finished.", "ok"),
+        };
+        tracing::debug!(
+            message,
+            call,
+            attempt,
+            latency_ms,
+            http_status,
+            outcome,
+            error = error.map(|e| tracing::field::display(DisplayErrorContext(e)))
+        );
         Ok(())
     }
 }
