@@ -88,6 +88,7 @@ class _Pending:
     request_id: str
     event: dict
     deadline_ms: int
+    trace: str
     answer: "queue.Queue[tuple[str, object]]" = field(default_factory=queue.Queue)
 
 
@@ -146,7 +147,7 @@ class LambdaSandbox:
                     "lambda-runtime-deadline-ms": str(pending.deadline_ms),
                     "lambda-runtime-invoked-function-arn":
                         f"arn:aws:lambda:us-east-1:123456789012:function:{sandbox.function_name}",
-                    "lambda-runtime-trace-id": f"Root=1-{uuid.uuid4().hex[:8]}-{uuid.uuid4().hex[:24]};Sampled=1",
+                    "lambda-runtime-trace-id": pending.trace,
                     "content-type": "application/json",
                 })
 
@@ -213,8 +214,10 @@ class LambdaSandbox:
         # Whatever the old process had taken from the queue is gone with it.
         self._current.clear()
 
-    def invoke(self, event: dict, request_id: str | None = None) -> Invocation:
+    def invoke(self, event: dict, request_id: str | None = None, trace: str | None = None) -> Invocation:
+        """One invocation; `trace` is the X-Ray trace header the caller passes on (a new root if none)."""
         request_id = request_id or str(uuid.uuid4())
+        trace = trace or f"Root=1-{uuid.uuid4().hex[:8]}-{uuid.uuid4().hex[:24]};Sampled=1"
         init_ms = None
         if self._proc is None or self._proc.poll() is not None:
             self._discard()
@@ -224,7 +227,7 @@ class LambdaSandbox:
             init_ms = (time.time() - self._spawned_at) * 1000
         started = time.time()
         self._log(f"START RequestId: {request_id} Version: $LATEST", started)
-        pending = _Pending(request_id, event, int((started + self.timeout_s) * 1000))
+        pending = _Pending(request_id, event, int((started + self.timeout_s) * 1000), trace)
         self._polled.clear()
         self._events.put(pending)
         kind, payload = None, None
@@ -404,7 +407,8 @@ class HttpApi:
             del event["body"]
         with self._one_at_a_time:  # one sandbox serves one invocation at a time
             started = time.time()
-            invocation = self.sandbox.invoke(event)
+            # API Gateway passes its X-Ray trace on to the function's runtime, as Lambda does.
+            invocation = self.sandbox.invoke(event, trace=headers.get("x-amzn-trace-id"))
             latency_ms = (time.time() - started) * 1000
         if invocation.outcome == "ok" and isinstance(invocation.payload, dict):
             status = int(invocation.payload.get("statusCode", 200))

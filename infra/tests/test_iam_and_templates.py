@@ -229,10 +229,38 @@ def test_the_execution_role_may_touch_only_relay_log_groups_alarms_and_dashboard
 def test_the_relay_environment_variables_are_flags_the_relay_knows(templates):
     config = (ROOT / "relay" / "src" / "config.rs").read_text(encoding="utf-8")
     env = templates["relay"]["Resources"]["RelayFunction"]["Properties"]["Environment"]["Variables"]
+    otel = (ROOT / "telemetry-core" / "src" / "otel.rs").read_text(encoding="utf-8")
     for name in env:
         if name in ("RUST_LOG", "RELAY_ADMIN_TOKEN_REVISION"):
             continue  # RUST_LOG is tracing's; the revision only forces an update (see the template)
+        if name.startswith("OTEL_"):
+            # OpenTelemetry's standard variables, read by its SDK: the ones our exporter documents.
+            assert f"`{name}`" in otel, f"{name} is not a variable telemetry-core/src/otel.rs documents"
+            continue
         assert f'env = "{name}"' in config, f"{name} is not an environment variable of relay/src/config.rs"
+
+
+def test_spans_are_exported_only_with_the_collector_layer_which_then_also_gets_x_ray_rights(templates):
+    relay = templates["relay"]
+    assert relay["Conditions"]["Traced"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "OtelCollectorLayerArn"}, "none"]}]}
+    assert relay["Parameters"]["OtelCollectorLayerArn"]["Default"] == "none"
+    function = relay["Resources"]["RelayFunction"]["Properties"]
+    no_value = {"Ref": "AWS::NoValue"}
+    assert function["Layers"] == {"Fn::If": ["Traced", [{"Ref": "OtelCollectorLayerArn"}], no_value]}
+    otel = {k: v for k, v in function["Environment"]["Variables"].items() if k.startswith("OTEL_")}
+    assert set(otel) >= {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG"}
+    for name, value in otel.items():
+        assert value["Fn::If"][0] == "Traced" and value["Fn::If"][2] == no_value, f"{name} is set without the layer"
+    # The collector layer's OTLP/HTTP receiver, in the sandbox.
+    assert otel["OTEL_EXPORTER_OTLP_ENDPOINT"]["Fn::If"][1] == "http://localhost:4318"
+    policy = relay["Resources"]["RelayTracesPolicy"]
+    assert policy["Condition"] == "Traced" and policy["Type"] == "AWS::IAM::RolePolicy"
+    assert policy["Properties"]["RoleName"] == {"Ref": "RelayFunctionRole"}
+    policy = policy["Properties"]
+    [statement] = policy["PolicyDocument"]["Statement"]
+    assert sorted(statement["Action"]) == ["xray:PutTelemetryRecords", "xray:PutTraceSegments"]
+    boundary = templates["bootstrap"]["Resources"]["FunctionBoundary"]["Properties"]["PolicyDocument"]["Statement"]
+    assert any(set(as_list(s["Action"])) == set(statement["Action"]) for s in boundary), "the boundary allows them"
 
 
 def test_the_canary_environment_variables_are_flags_the_canary_knows(templates):

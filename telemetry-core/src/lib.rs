@@ -31,6 +31,8 @@
 //!   that succeeds pays for recording its debug lines, not for writing them;
 //! - elsewhere, they are dropped.
 //!
+//! [`otel`] (feature `otel`) exports spans over OTLP when an endpoint is configured.
+//!
 //! [`trace`] reads and makes the W3C trace context ids that join a request's lines to its trace.
 //!
 //! [`paced`] is where a long-running server hands its lines: a shared buffer written out by a thread
@@ -40,6 +42,8 @@
 //! one line per event (a buffered line is written once, by the flush, or never), or write a span's
 //! buffered lines into another span's flush.
 
+#[cfg(feature = "otel")]
+pub mod otel;
 pub mod paced;
 pub mod strict;
 pub mod trace;
@@ -519,12 +523,14 @@ fn with_buffers(f: impl FnOnce(&mut Buffers)) {
     });
 }
 
-/// Whether `key` names one of the line's own members ([`LINE_MEMBERS`]), which no field may replace.
+/// Whether a field named `key` is never written: it names one of the line's own members
+/// ([`LINE_MEMBERS`]), which no field may replace, or it is one of tracing-opentelemetry's
+/// instructions (`otel.name`, `otel.kind`, ...), which are for the exported span, not the line.
 fn is_line_member(key: &str) -> bool {
     matches!(
         key,
         "timestamp" | "level" | "target" | "service" | "version" | "env"
-    )
+    ) || key.starts_with("otel.")
 }
 
 /// Fields as ready-made JSON members (`,"key":value`), in the order they were set; setting a key again
@@ -850,10 +856,16 @@ mod tests {
     }
 
     #[test]
-    fn a_key_appears_once_event_beats_span_and_inner_beats_outer() {
+    fn a_key_appears_once_event_beats_span_and_inner_beats_outer_and_otel_fields_never() {
         let lines = capture(|| {
-            let outer =
-                tracing::info_span!("request", request_id = "r-1", route = "/a", op = "outer");
+            let outer = tracing::info_span!(
+                "request",
+                request_id = "r-1",
+                route = "/a",
+                op = "outer",
+                "otel.name" = "GET /a",
+                "otel.kind" = "server"
+            );
             let _outer = outer.enter();
             let inner = tracing::info_span!("store", op = "inner", backend = "sqlite");
             let _inner = inner.enter();
@@ -885,7 +897,7 @@ mod tests {
         assert_eq!(
             keys[6..],
             ["message", "backend", "op", "request_id", "route"],
-            "event, then the inner span, then what the outer span adds"
+            "event, then the inner span, then what the outer span adds (never `otel.*`)"
         );
     }
 

@@ -22,6 +22,15 @@ pub struct TraceId(u128);
 pub struct SpanId(u64);
 
 impl TraceId {
+    /// The id with these 128 bits, unless they are all zero.
+    pub fn from_u128(bits: u128) -> Option<Self> {
+        nonzero(bits).map(Self)
+    }
+
+    pub fn as_u128(&self) -> u128 {
+        self.0
+    }
+
     /// A new random trace id (for a request that arrives without a valid `traceparent`).
     pub fn random() -> Self {
         Self(fastrand::u128(1..))
@@ -41,6 +50,15 @@ impl TraceId {
 }
 
 impl SpanId {
+    /// The id with these 64 bits, unless they are all zero.
+    pub fn from_u64(bits: u64) -> Option<Self> {
+        nonzero(bits).map(Self)
+    }
+
+    pub fn as_u64(&self) -> u64 {
+        self.0
+    }
+
     /// A new random span id.
     pub fn random() -> Self {
         Self(fastrand::u64(1..))
@@ -144,7 +162,7 @@ impl fmt::Display for TraceParent {
 pub struct RequestTrace {
     pub trace_id: TraceId,
     pub span_id: SpanId,
-    /// The caller's span, from a valid `traceparent`.
+    /// The caller's span: a valid `traceparent`'s, else the X-Ray header's `Parent=` under its root.
     pub parent: Option<TraceParent>,
     /// The X-Ray trace root (`1-67891233-abcdef012345678912345678`), when one came with the request.
     pub xray_root: Option<String>,
@@ -153,11 +171,26 @@ pub struct RequestTrace {
 impl RequestTrace {
     /// From the `traceparent` and `X-Amzn-Trace-Id` values, either possibly missing or malformed.
     pub fn of(traceparent: Option<&str>, xray: Option<&str>) -> Self {
-        let parent = traceparent.and_then(TraceParent::parse);
         let xray_root = xray.and_then(xray_root).map(str::to_owned);
+        let xray_trace = xray_root.as_deref().and_then(TraceId::from_xray_root);
+        let parent = traceparent.and_then(TraceParent::parse).or_else(|| {
+            let member = |name: &str| {
+                xray?
+                    .split(';')
+                    .find_map(|part| part.trim().strip_prefix(name))
+            };
+            Some(TraceParent {
+                trace_id: xray_trace?,
+                parent_id: member("Parent=")
+                    .filter(|id| id.len() == 16)
+                    .and_then(hex_u64)
+                    .and_then(SpanId::from_u64)?,
+                sampled: member("Sampled=") == Some("1"),
+            })
+        });
         let trace_id = parent
             .map(|p| p.trace_id)
-            .or_else(|| xray_root.as_deref().and_then(TraceId::from_xray_root))
+            .or(xray_trace)
             .unwrap_or_else(TraceId::random);
         Self {
             trace_id,
@@ -287,7 +320,30 @@ mod tests {
             xray.trace_id.to_string(),
             "67891233abcdef012345678912345678"
         );
-        assert_eq!(xray.parent, None);
+        assert_eq!(xray.parent, None, "an X-Ray header without a parent");
+        let child = RequestTrace::of(None, Some(&format!("{XRAY};Parent=53995c3f42cd8ad8")));
+        let parent = child.parent.unwrap();
+        assert_eq!(parent.trace_id, xray.trace_id);
+        assert_eq!(parent.parent_id.to_string(), "53995c3f42cd8ad8");
+        assert!(parent.sampled);
+        for bad in [
+            "Parent=53995c3f42cd8ad",
+            "Parent=0000000000000000",
+            "Parent=53995C3F42CD8AD8",
+        ] {
+            assert_eq!(
+                RequestTrace::of(None, Some(&format!("{XRAY};{bad}"))).parent,
+                None
+            );
+        }
+        let unsampled =
+            "Root=1-67891233-abcdef012345678912345678;Parent=53995c3f42cd8ad8;Sampled=0";
+        assert!(
+            !RequestTrace::of(None, Some(unsampled))
+                .parent
+                .unwrap()
+                .sampled
+        );
         let fresh = RequestTrace::of(Some("ff-bad"), Some("Root=nonsense"));
         assert_eq!((fresh.parent, fresh.xray_root), (None, None));
         assert_ne!(fresh.trace_id, RequestTrace::of(None, None).trace_id);

@@ -153,6 +153,7 @@ where
         }
         if let Some(observed) = this.observed.as_ref() {
             let latency = observed.start.elapsed();
+            request::finished(&observed.span, response.status());
             HttpResponseSent {
                 span: &observed.span,
                 endpoint: &observed.endpoint,

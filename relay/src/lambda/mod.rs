@@ -7,6 +7,7 @@
 use std::io::Write;
 
 use lambda_http::lambda_runtime::{self, LambdaInvocation};
+use telemetry_core::otel;
 use tower::ServiceBuilder;
 
 pub mod emf;
@@ -50,6 +51,11 @@ pub async fn run(config: Config) -> Result<(), lambda_http::Error> {
             let emf = emf.clone();
             async move {
                 let result = invocation.await;
+                // The sandbox may freeze once the invocation returns: its spans go out now, from a
+                // blocking thread (the exporter's HTTP client blocks).
+                if otel::enabled() {
+                    let _ = tokio::task::spawn_blocking(otel::flush).await;
+                }
                 // Nowhere to report a failed metrics write; the invocation's answer goes out regardless.
                 let _ = write_at_once(&mut std::io::stdout().lock(), |buffer| {
                     emf.flush(buffer).map_err(std::io::Error::from)

@@ -3,6 +3,7 @@
 //! at `/metrics` when the relay runs as a server, and as CloudWatch Embedded Metric Format lines when it
 //! runs in Lambda. One log path in every runtime: every line, the request line included, is a tracing
 //! event. Events that emit a log line and a metric live in [`events`]; the metric catalog in [`names`].
+//! Spans are exported over OTLP by telemetry-core's `otel` when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 
 #![allow(clippy::disallowed_macros)] // the one place metrics are emitted
 
@@ -16,6 +17,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use telemetry_core::otel;
 use telemetry_core::paced::{self, PacedWriter};
 use telemetry_core::{Buffering, Identity, JsonLayer};
 use tracing_subscriber::EnvFilter;
@@ -48,10 +50,17 @@ pub enum Runtime {
     Lambda,
 }
 
-/// Keep this alive until exit: dropping it flushes buffered log lines.
+/// Keep this alive until exit: dropping it exports the spans left (OpenTelemetry), then flushes
+/// buffered log lines.
 #[must_use = "dropping the guard stops the log writer"]
 pub struct LogGuard {
     _flusher: Option<paced::PacedFlusher>,
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        otel::shutdown();
+    }
 }
 
 /// Install the global log subscriber for `config`'s format, environment and debug sampling. Filters
@@ -81,28 +90,47 @@ pub fn init_logging(config: &Config, runtime: Runtime) -> LogGuard {
     let (mut targets, env_filter) = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     let sampling = config.debug_sample_rate > 0.0;
     let buffering = config.log_buffer != LevelFilter::OFF;
+    let export = match runtime {
+        Runtime::Server => otel::Export::Background,
+        Runtime::Lambda => otel::Export::Flushed,
+    };
+    let spans = otel::layer(SERVICE, VERSION, export);
     // Both layers and both filters are optional rather than boxed, so each span and event reaches
     // them without a virtual call; exactly one of each pair is present.
     let (json, pretty) = match config.log_format {
         LogFormat::Json => {
             let mut json = JsonLayer::new(&identity, writer);
-            // Sampled requests and the debug buffer: the filter lets the relay's lines through down to
-            // the most verbose level either needs, and the layer decides what becomes of those the
-            // output filter would not write (telemetry-core's crate docs).
-            if (sampling || buffering)
+            // Sampled requests, the debug buffer and exported spans: the filter lets through, below
+            // the output level, what each needs (the relay's lines down to their level; the store
+            // spans and their DynamoDB attempts for OpenTelemetry), and the layer decides what
+            // becomes of the lines the output filter would not write (telemetry-core's crate docs).
+            if (sampling || buffering || spans.is_some())
                 && let Some(output) = targets.clone()
             {
                 // Sampling needs debug; the buffer its own level; OFF is below every level.
-                let deepest = if sampling {
+                let relay = if sampling {
                     config.log_buffer.max(LevelFilter::DEBUG)
                 } else {
                     config.log_buffer
                 };
-                if let Some(level) = deepest.into_level()
-                    && !output.would_enable("relay", &level)
-                {
-                    targets = Some(output.clone().with_target("relay", deepest));
+                let store = if spans.is_some() {
+                    LevelFilter::DEBUG
+                } else {
+                    LevelFilter::OFF
+                };
+                let mut widened = output.clone();
+                for (target, level) in [
+                    ("relay", relay),
+                    ("relay::telemetry::store", store),
+                    ("relay::store::dynamodb::attempts", store),
+                ] {
+                    if let Some(at) = level.into_level()
+                        && !widened.would_enable(target, &at)
+                    {
+                        widened = widened.with_target(target, level);
+                    }
                 }
+                targets = Some(widened);
                 request::sample_debug(config.debug_sample_rate);
                 let buffer = buffering.then(|| {
                     request::flush_slower_than(config.log_buffer_slow);
@@ -134,6 +162,7 @@ pub fn init_logging(config: &Config, runtime: Runtime) -> LogGuard {
         .with(env_filter)
         .with(json)
         .with(pretty)
+        .with(spans)
         .try_init()
     {
         eprintln!("logging was already initialised: {error}");

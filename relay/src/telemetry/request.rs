@@ -1,6 +1,9 @@
 //! The request span: named `request`, with `request_id`, `method`, `route` (the matched template, never
 //! the raw path), `trace_id` and `span_id` (W3C trace context, [`trace_of`]), `xray_trace_id` when
-//! an X-Ray root came with the request, in Lambda `cold_start`, and `problem` once known. The HTTP response step makes it
+//! an X-Ray root came with the request, in Lambda `cold_start`, and `problem` once known. With
+//! OpenTelemetry on, it is exported as a server span `METHOD ROUTE` with `http.request.method`,
+//! `http.route` and `http.response.status_code` ([`finished`]), and the ids on its lines are the
+//! exported span's. The HTTP response step makes it
 //! when a request arrives ([`span`]) and enters it at every poll of the request's future, so every line
 //! logged while the request is served carries these fields (the JSON layer writes them into each
 //! line), the line that closes the request (`HttpResponseSent`) included.
@@ -22,6 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, Method, StatusCode};
+use telemetry_core::otel;
 use telemetry_core::trace::RequestTrace;
 
 use super::events::{ColdStart, Event};
@@ -64,7 +68,19 @@ pub fn span(request_id: &str, method: &Method, route: &str, trace: &RequestTrace
         trace_id = trace.trace_id.hex().as_str(),
         span_id = trace.span_id.hex().as_str(),
         xray_trace_id = trace.xray_root.as_deref(),
+        "otel.kind" = "server",
+        "otel.name" = tracing::field::Empty,
     );
+    if otel::enabled() {
+        // The exported span: named `METHOD ROUTE`, a child of the caller's, and its ids on the lines.
+        let method = method_label(method);
+        span.record("otel.name", format!("{method} {route}"));
+        otel::attribute(&span, "http.request.method", method);
+        otel::attribute(&span, "http.route", route.to_owned());
+        let (trace_id, span_id) = otel::join(&span, trace);
+        span.record("trace_id", trace_id.hex().as_str());
+        span.record("span_id", span_id.hex().as_str());
+    }
     if let Some(cold) = cold_start() {
         span.record("cold_start", cold);
         if cold {
@@ -72,6 +88,20 @@ pub fn span(request_id: &str, method: &Method, route: &str, trace: &RequestTrace
         }
     }
     span
+}
+
+/// Record how a request ended on its exported span: its status, and a 5xx as an error.
+pub fn finished(span: &tracing::Span, status: StatusCode) {
+    if otel::enabled() {
+        otel::attribute(
+            span,
+            "http.response.status_code",
+            i64::from(status.as_u16()),
+        );
+        if status.is_server_error() {
+            otel::failed(span, "server error");
+        }
+    }
 }
 
 /// Record the kind of problem the current request ends with, as its span's `problem` field.

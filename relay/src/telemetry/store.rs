@@ -2,12 +2,15 @@
 //! backend is observed the same way without a line of telemetry inside the backends (which never
 //! import telemetry). Each operation runs in a debug-level `store` span (`op`, `backend`), so what a
 //! backend logs at debug during it (DynamoDB's call attempts) says which operation it was part of.
+//! With OpenTelemetry on, that span is exported as the request span's child, named by the operation,
+//! with `db.system` and `db.operation.name`; the attempts are its events.
 
 use std::future::Future;
 use std::time::Instant;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use telemetry_core::otel;
 use tracing::Instrument;
 
 use super::events::{Event, StoreOperationCompleted};
@@ -38,11 +41,10 @@ impl InstrumentedStore {
         let start = Instant::now();
         // The lines the backend writes during the call (its attempts) carry `op` and `backend`. A
         // debug span: nothing is made unless the relay's debug lines are on (buffer or sampling).
-        let span = tracing::debug_span!(
-            "store",
-            op = op.as_str(),
-            backend = self.inner.backend().as_str()
-        );
+        let (name, backend) = (op.as_str(), self.inner.backend().as_str());
+        let span = tracing::debug_span!("store", op = name, backend, "otel.name" = name);
+        otel::attribute(&span, "db.system", backend);
+        otel::attribute(&span, "db.operation.name", name);
         let result = call.instrument(span).await;
         if result.as_ref().is_err_and(|e| e.is_fault()) {
             self.faults

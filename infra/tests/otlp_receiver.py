@@ -1,0 +1,86 @@
+"""A real OTLP/HTTP trace receiver on loopback: it decodes each export with the official protobuf
+definitions (opentelemetry-proto, from PyPI) and keeps every span as a plain dict, for the tests."""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+
+def _value(value: AnyValue):
+    kind = value.WhichOneof("value")
+    return getattr(value, kind) if kind else None
+
+
+def _attributes(pairs) -> dict:
+    return {pair.key: _value(pair.value) for pair in pairs}
+
+
+class OtlpReceiver:
+    """`endpoint` for OTEL_EXPORTER_OTLP_ENDPOINT; `spans` as received, each with its resource's
+    attributes under `resource`."""
+
+    def __init__(self):
+        self.spans: list[dict] = []
+        self.requests = 0
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (the standard library's name)
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                if self.path != "/v1/traces":
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                export = ExportTraceServiceRequest()
+                export.ParseFromString(body)
+                receiver._keep(export)
+                answer = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args):
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def _keep(self, export: ExportTraceServiceRequest) -> None:
+        with self._lock:
+            self.requests += 1
+            for resource_spans in export.resource_spans:
+                resource = _attributes(resource_spans.resource.attributes)
+                for scope_spans in resource_spans.scope_spans:
+                    for span in scope_spans.spans:
+                        self.spans.append({
+                            "trace_id": span.trace_id.hex(),
+                            "span_id": span.span_id.hex(),
+                            "parent_span_id": span.parent_span_id.hex(),
+                            "name": span.name,
+                            "kind": Span.SpanKind.Name(span.kind),
+                            "status": Status.StatusCode.Name(span.status.code),
+                            "attributes": _attributes(span.attributes),
+                            "events": [{"name": e.name, "attributes": _attributes(e.attributes)} for e in span.events],
+                            "resource": resource,
+                        })
+
+    def of_trace(self, trace_id: str) -> list[dict]:
+        with self._lock:
+            return [span for span in self.spans if span["trace_id"] == trace_id]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
