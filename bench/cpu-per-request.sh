@@ -6,18 +6,22 @@
 # /proc/PID/task/*/schedstat) is divided by the requests it served: whatever the machine does to one of
 # the pair, it does to the other. Pairs: relay on + off (telemetry overhead), relay on + hello-world,
 # relay off + a second relay off as a control, which shows how far the method reads two identical servers
-# apart, and relay on with the debug buffer + relay on (what the buffer costs a successful request). Fresh processes every round; the two load generators start in alternating order. Loopback
-# only; about 5 minutes. With RELAY_BASELINE=PATH (another relay build, e.g. the previous release), a
-# fifth pair compares this build with that one, both with full telemetry: before/after in one run.
+# apart, relay on with the debug buffer + relay on (what the buffer costs a successful request), and relay
+# on exporting every request's spans over OTLP to a loopback sink + relay on (what OpenTelemetry at 100%
+# sampling costs; the sink counts the spans it received, so spans the SDK dropped show). Fresh processes
+# every round; the two load generators start in alternating order. Loopback only; about 6 minutes. With
+# RELAY_BASELINE=PATH (another relay build, e.g. the previous release), a sixth pair compares this build
+# with that one, both with full telemetry and no OTLP endpoint: before/after in one run.
 # Usage: bench/cpu-per-request.sh [SECONDS_PER_RUN (4)] [ROUNDS (15)]. Writes bench/results/cpu-per-request.md.
 source "$(dirname "$0")/lib/common.sh"
 duration=${1:-4}
 rounds=${2:-15}
 need_wrk
+need_otlp_sink
 build_get_servers
 
 pairs=("relay-telemetry-on relay-telemetry-off" "relay-telemetry-on hello" "relay-telemetry-off relay-control"
-       "relay-log-buffer relay-telemetry-on")
+       "relay-log-buffer relay-telemetry-on" "relay-otel relay-telemetry-on")
 [ -z "${RELAY_BASELINE:-}" ] || pairs+=("relay-telemetry-on relay-baseline")
 # cpu_ns PID: CPU time of all the process's threads so far, in nanoseconds.
 cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ns += $1} END {printf "%.0f", ns}'; }
@@ -37,15 +41,18 @@ for round in $(seq 1 "$rounds"); do
   for p in "${!pairs[@]}"; do
     read -r -a pair <<<"${pairs[$p]}"
     for name in "${pair[@]}"; do start_server "$name" "$round"; done
+    spans_before=$($otlp_spans)
     load 1 warm "${pair[@]}"
     for name in "${pair[@]}"; do before[$name]=$(cpu_ns "${pid[$name]}"); done
     if [ $((round % 2)) -eq 0 ]; then load "$duration" "$p.$round" "${pair[1]}" "${pair[0]}"; else load "$duration" "$p.$round" "${pair[@]}"; fi
     for name in "${pair[@]}"; do
+      awk '/requests in/ {print $1}' "$work/$name.warm.txt" >"$work/$name.$p.$round.warm"
       requests=$(awk '/requests in/ {print $1}' "$work/$name.$p.$round.txt")
       echo "$requests $(( $(cpu_ns "${pid[$name]}") - ${before[$name]} ))" >"$work/$name.$p.$round.cpu"
       line="$line $name $(awk '{printf "%.2f", $2 / $1 / 1000}' "$work/$name.$p.$round.cpu")"
     done
-    stop_servers "${pair[@]}"
+    stop_servers "${pair[@]}"  # a stopped relay exports the spans it still holds
+    echo "$(( $($otlp_spans) - spans_before ))" >"$work/spans.$p.$round"
     line="$line |"
   done
   echo "$line µs per request"
@@ -55,7 +62,8 @@ python3 - "$work" "$rounds" "$duration" "$(machine)" "${RELAY_BASELINE:-}" > ben
 import statistics, sys
 work, rounds, duration, machine, baseline = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 pairs = [("relay-telemetry-on", "relay-telemetry-off"), ("relay-telemetry-on", "hello"),
-         ("relay-telemetry-off", "relay-control"), ("relay-log-buffer", "relay-telemetry-on")]
+         ("relay-telemetry-off", "relay-control"), ("relay-log-buffer", "relay-telemetry-on"),
+         ("relay-otel", "relay-telemetry-on")]
 if baseline:
     pairs.append(("relay-telemetry-on", "relay-baseline"))
 
@@ -79,7 +87,9 @@ print(f"loaded together for {duration} s (wrk 1 thread / 32 connections each, bo
 print(f"four pairs per round, {rounds} rounds, fresh processes for every pair. CPU is each server process's own")
 print("CPU time over the run (`/proc/PID/task/*/schedstat`) divided by the requests its wrk completed. Telemetry")
 print("on: a JSON line per request to a file and Prometheus metrics; off: `RELAY_NO_TELEMETRY=1`. relay-control is")
-print("a second telemetry-off relay; relay-log-buffer is telemetry on with `RELAY_LOG_BUFFER=debug`. Sharing a core costs each server some cache, so the figures sit above those")
+print("a second telemetry-off relay; relay-log-buffer is telemetry on with `RELAY_LOG_BUFFER=debug`; relay-otel is")
+print("telemetry on exporting every request's spans (`OTEL_TRACES_SAMPLER=always_on`) over OTLP/HTTP to a sink on")
+print("core 1 that decodes and counts them. Sharing a core costs each server some cache, so the figures sit above those")
 print("of a server running alone; the ratios are what this measures.\n")
 print("| pair | server | CPU µs per request, median | min | max |\n|---|---|---:|---:|---:|")
 for p, pair in enumerate(pairs):
@@ -95,9 +105,16 @@ print(f"- control, two identical telemetry-off relays, control/off - 1 (pair 3):
       f"{spread([r - 1 for r in ratio(2, 'relay-control', 'relay-telemetry-off')])}")
 print(f"- the debug buffer on a successful request, CPU per request, buffer/on - 1 (pair 4): "
       f"{spread([r - 1 for r in ratio(3, 'relay-log-buffer', 'relay-telemetry-on')])} (bar: <= 2 points)")
+print(f"- OpenTelemetry export at 100% sampling, CPU per request, otel/on - 1 (pair 5): "
+      f"{spread([r - 1 for r in ratio(4, 'relay-otel', 'relay-telemetry-on')])} (bar: <= 5 points)")
+exported = sum(int(open(f"{work}/spans.4.{r}").read()) for r in range(1, rounds + 1))
+served = sum(int(open(f"{work}/relay-otel.4.{r}.cpu").read().split()[0])
+             + int(open(f"{work}/relay-otel.4.{r}.warm").read() or 0) for r in range(1, rounds + 1))
+print(f"  - spans the sink received per request relay-otel served, warm-up included (each GET is answered from "
+      f"the cache: one server span, no store span; below 1.00, the SDK dropped spans): **{exported / served:.3f}**")
 if baseline:
     print(f"- this build vs the baseline build ({baseline.split('/')[-1]}), CPU per request, this/baseline - 1 "
-          f"(pair 5; negative: this build is cheaper): "
-          f"{spread([r - 1 for r in ratio(4, 'relay-telemetry-on', 'relay-baseline')])}")
+          f"(pair 6, neither with an OTLP endpoint; negative: this build is cheaper): "
+          f"{spread([r - 1 for r in ratio(5, 'relay-telemetry-on', 'relay-baseline')])}")
 PY
 cat bench/results/cpu-per-request.md

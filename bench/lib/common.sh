@@ -26,6 +26,22 @@ need_cargo_lambda() {
     || { echo "pip could not install cargo-lambda $cargo_lambda_version" >&2; exit 1; }
   export PATH="$venv/bin:$PATH"
 }
+# need_otlp_sink: start bench/lib/otlp_sink.py (opentelemetry-proto from PyPI, pinned, in the cached
+# virtualenv) on core 1 beside the load generators; sets otlp_endpoint (for OTEL_EXPORTER_OTLP_ENDPOINT)
+# and otlp_spans, a command that prints the spans it has received so far.
+need_otlp_sink() {
+  local venv=${RELAY_BENCH_VENV:-$HOME/.cache/relayops-bench-venv} port
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv" || { echo "cannot make $venv (python3-venv)" >&2; exit 1; }
+  "$venv/bin/python" -c "import opentelemetry.proto" 2>/dev/null \
+    || "$venv/bin/pip" install --quiet --disable-pip-version-check opentelemetry-proto==1.45.2 protobuf==7.36.2 \
+    || { echo "pip could not install opentelemetry-proto" >&2; exit 1; }
+  port=$(free_port)
+  taskset -c 1 "$venv/bin/python" bench/lib/otlp_sink.py "$port" &
+  pids+=($!)
+  otlp_endpoint="http://127.0.0.1:$port"
+  wait_up "$otlp_endpoint/spans"
+  otlp_spans="curl -sf $otlp_endpoint/spans"
+}
 build_relay() { cargo build --release -q -p relay --bin relay "$@"; }
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
@@ -64,6 +80,8 @@ LUA
 #                       method itself reads into two identical servers
 #   relay-log-buffer    relay-telemetry-on with the debug buffer on (RELAY_LOG_BUFFER=debug): each request
 #                       records and keeps its debug lines, then drops them (the GETs all succeed, quickly)
+#   relay-otel          relay-telemetry-on exporting every request's spans (OTEL_TRACES_SAMPLER=always_on)
+#                       over OTLP/HTTP to the sink of need_otlp_sink
 #   relay-baseline      another build of the relay ($RELAY_BASELINE, e.g. the last release), full
 #                       telemetry, for before/after figures in the same run
 # Benchmarks start fresh processes every round: where the allocator and the loader put things differs
@@ -83,6 +101,8 @@ start_server() {
     hello) launch+=("$target_dir/release/examples/hello" "127.0.0.1:${port[$name]}") ;;
     relay-telemetry-on) settings=(RUST_LOG=info); out=$work/$name.log ;;
     relay-log-buffer) settings=(RUST_LOG=info RELAY_LOG_BUFFER=debug); out=$work/$name.log ;;
+    relay-otel) settings=(RUST_LOG=info OTEL_EXPORTER_OTLP_ENDPOINT="${otlp_endpoint:?call need_otlp_sink}"
+                          OTEL_TRACES_SAMPLER=always_on); out=$work/$name.log ;;
     relay-baseline) settings=(RUST_LOG=info); out=$work/$name.log; binary=${RELAY_BASELINE:?set RELAY_BASELINE to a relay binary} ;;
     relay-telemetry-off | relay-control) settings=(RELAY_NO_TELEMETRY=1) ;;
     *) echo "unknown server $name" >&2; exit 1 ;;

@@ -10,13 +10,16 @@ export with the official protobuf definitions (opentelemetry-proto, PyPI).
    spans have reached the receiver when the invocation has returned (the sandbox may freeze after it),
    joined to the X-Ray trace API Gateway sends, or to a `traceparent`; with the collector gone, requests
    still succeed and say so in one WARN line each.
+3. A server whose collector is gone answers every request and says so in the SDK's ERROR lines.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -129,6 +132,11 @@ def test_store_calls_are_child_spans_with_db_attributes_and_their_attempts_as_ev
         assert span["attributes"]["db.system"] == "dynamodb"
         assert span["name"] == span["attributes"]["db.operation.name"], span
         assert span["kind"] == "SPAN_KIND_INTERNAL", span
+        tries = [e["name"] for e in span["events"] if e["name"].startswith("DynamoDB call attempt ")]
+        if tries and tries[-1] == "DynamoDB call attempt finished.":
+            assert span["status"] == "STATUS_CODE_UNSET", span  # a retry that succeeded is no failure
+        if span["status"] == "STATUS_CODE_ERROR":
+            assert tries and tries[-1] == "DynamoDB call attempt failed.", span
     nested = [s for s in stores if s["parent_span_id"] in servers]
     assert all(servers[s["parent_span_id"]]["trace_id"] == s["trace_id"] for s in nested)
     assert {"create_message", "get_message", "delete_message", "count_messages"} <= {s["name"] for s in nested}
@@ -147,7 +155,7 @@ def test_a_failed_request_is_an_error_span_with_its_failed_attempts_and_a_client
     assert outage["parent_span_id"] == OUTAGE[1], "a child of the caller's span"
     assert (outage["attributes"]["http.response.status_code"], outage["status"]) == (503, "STATUS_CODE_ERROR")
     [store] = _children(spans, outage)
-    assert store["name"] == "count_messages"
+    assert (store["name"], store["status"]) == ("count_messages", "STATUS_CODE_ERROR")
     failed = [e for e in store["events"] if e["name"] == "DynamoDB call attempt failed."]
     assert failed and all(e["attributes"]["outcome"] != "ok" for e in failed), store["events"]
     assert all(e["attributes"].get("error") for e in failed), failed
@@ -231,3 +239,23 @@ def test_on_lambda_a_collector_that_is_gone_fails_no_request_and_says_so(on_lamb
     warnings = [line for line in on_lambda["lines"] if line.get("message") == "OpenTelemetry spans not exported."]
     assert len(warnings) == 2, warnings
     assert all(line["level"] == "WARN" and line.get("error") for line in warnings), warnings
+
+
+def test_a_server_whose_collector_is_gone_answers_every_request_and_says_so(tmp_path):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        gone = f"http://127.0.0.1:{s.getsockname()[1]}"
+    relay = RunningRelay(["--store", f"sqlite:{tmp_path}/relay.db", "--rate-limit", "0"],
+                         {"RUST_LOG": "info", "OTEL_EXPORTER_OTLP_ENDPOINT": gone, "OTEL_BSP_SCHEDULE_DELAY": "100"},
+                         OUT / "relay-collector-gone.log")
+    try:
+        statuses = [_request(relay.base, "GET", "/messages")[0] for _ in range(10)]
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and "BatchSpanProcessor.ExportError" not in relay.log.read_text():
+            time.sleep(0.2)
+    finally:
+        lines = relay.stop()
+    assert statuses == [200] * 10
+    failures = [line for line in lines if line.get("name") == "BatchSpanProcessor.ExportError"]
+    assert failures and all(line["level"] == "ERROR" and line["target"] == "opentelemetry_sdk" for line in failures)
+    assert all("network error" in line["error"] for line in failures), failures

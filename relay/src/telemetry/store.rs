@@ -3,7 +3,8 @@
 //! import telemetry). Each operation runs in a debug-level `store` span (`op`, `backend`), so what a
 //! backend logs at debug during it (DynamoDB's call attempts) says which operation it was part of.
 //! With OpenTelemetry on, that span is exported as the request span's child, named by the operation,
-//! with `db.system` and `db.operation.name`; the attempts are its events.
+//! with `db.system` and `db.operation.name`, status error when the store failed; the attempts are its
+//! events.
 
 use std::future::Future;
 use std::time::Instant;
@@ -45,10 +46,11 @@ impl InstrumentedStore {
         let span = tracing::debug_span!("store", op = name, backend, "otel.name" = name);
         otel::attribute(&span, "db.system", backend);
         otel::attribute(&span, "db.operation.name", name);
-        let result = call.instrument(span).await;
+        let result = call.instrument(span.clone()).await;
         if result.as_ref().is_err_and(|e| e.is_fault()) {
             self.faults
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            otel::failed(&span, "store fault");
         }
         StoreOperationCompleted {
             backend: self.inner.backend(),
