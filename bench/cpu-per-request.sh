@@ -8,9 +8,10 @@
 # relay off + a second relay off as a control, which shows how far the method reads two identical servers
 # apart, relay on with the debug buffer + relay on (what the buffer costs a successful request), and relay
 # on exporting every request's spans over OTLP to a loopback sink + relay on (what OpenTelemetry at 100%
-# sampling costs; the sink counts the spans it received, so spans the SDK dropped show). Fresh processes
-# every round; the two load generators start in alternating order. Loopback only; about 6 minutes. With
-# RELAY_BASELINE=PATH (another relay build, e.g. the previous release), a sixth pair compares this build
+# sampling costs; the sink counts the spans it received, so spans the SDK dropped show), and the same at 5%
+# (the stacks' default ratio). Fresh processes every round; the two load generators start in alternating
+# order. Loopback only; about 7 minutes. With
+# RELAY_BASELINE=PATH (another relay build, e.g. the previous release), a seventh pair compares this build
 # with that one, both with full telemetry and no OTLP endpoint: before/after in one run.
 # Usage: bench/cpu-per-request.sh [SECONDS_PER_RUN (4)] [ROUNDS (15)]. Writes bench/results/cpu-per-request.md.
 source "$(dirname "$0")/lib/common.sh"
@@ -21,7 +22,7 @@ need_otlp_sink
 build_get_servers
 
 pairs=("relay-telemetry-on relay-telemetry-off" "relay-telemetry-on hello" "relay-telemetry-off relay-control"
-       "relay-log-buffer relay-telemetry-on" "relay-otel relay-telemetry-on")
+       "relay-log-buffer relay-telemetry-on" "relay-otel relay-telemetry-on" "relay-otel-sampled relay-telemetry-on")
 [ -z "${RELAY_BASELINE:-}" ] || pairs+=("relay-telemetry-on relay-baseline")
 # cpu_ns PID: CPU time of all the process's threads so far, in nanoseconds.
 cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ns += $1} END {printf "%.0f", ns}'; }
@@ -63,7 +64,7 @@ import statistics, sys
 work, rounds, duration, machine, baseline = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 pairs = [("relay-telemetry-on", "relay-telemetry-off"), ("relay-telemetry-on", "hello"),
          ("relay-telemetry-off", "relay-control"), ("relay-log-buffer", "relay-telemetry-on"),
-         ("relay-otel", "relay-telemetry-on")]
+         ("relay-otel", "relay-telemetry-on"), ("relay-otel-sampled", "relay-telemetry-on")]
 if baseline:
     pairs.append(("relay-telemetry-on", "relay-baseline"))
 
@@ -84,7 +85,7 @@ ratio = lambda p, a, b: [x / y for x, y in zip(runs[(a, p)], runs[(b, p)])]
 print("# Server CPU per GET by id: relay vs bare axum, telemetry on vs off\n")
 print(f"Measured {machine}. `bench/cpu-per-request.sh {duration} {rounds}`: release build. Two servers at a time,")
 print(f"loaded together for {duration} s (wrk 1 thread / 32 connections each, both on core 1; both servers on core 0),")
-print(f"four pairs per round, {rounds} rounds, fresh processes for every pair. CPU is each server process's own")
+print(f"{len(pairs)} pairs per round, {rounds} rounds, fresh processes for every pair. CPU is each server process's own")
 print("CPU time over the run (`/proc/PID/task/*/schedstat`) divided by the requests its wrk completed. Telemetry")
 print("on: a JSON line per request to a file and Prometheus metrics; off: `RELAY_NO_TELEMETRY=1`. relay-control is")
 print("a second telemetry-off relay; relay-log-buffer is telemetry on with `RELAY_LOG_BUFFER=debug`; relay-otel is")
@@ -107,6 +108,8 @@ print(f"- the debug buffer on a successful request, CPU per request, buffer/on -
       f"{spread([r - 1 for r in ratio(3, 'relay-log-buffer', 'relay-telemetry-on')])} (bar: <= 2 points)")
 print(f"- OpenTelemetry export at 100% sampling, CPU per request, otel/on - 1 (pair 5): "
       f"{spread([r - 1 for r in ratio(4, 'relay-otel', 'relay-telemetry-on')])} (bar: <= 5 points)")
+print(f"- OpenTelemetry at the stacks' default, 5% of the requests exported, otel-sampled/on - 1 (pair 6): "
+      f"{spread([r - 1 for r in ratio(5, 'relay-otel-sampled', 'relay-telemetry-on')])}")
 exported = sum(int(open(f"{work}/spans.4.{r}").read()) for r in range(1, rounds + 1))
 served = sum(int(open(f"{work}/relay-otel.4.{r}.cpu").read().split()[0])
              + int(open(f"{work}/relay-otel.4.{r}.warm").read() or 0) for r in range(1, rounds + 1))
@@ -114,7 +117,7 @@ print(f"  - spans the sink received per request relay-otel served, warm-up inclu
       f"the cache: one server span, no store span; below 1.00, the SDK dropped spans): **{exported / served:.3f}**")
 if baseline:
     print(f"- this build vs the baseline build ({baseline.split('/')[-1]}), CPU per request, this/baseline - 1 "
-          f"(pair 6, neither with an OTLP endpoint; negative: this build is cheaper): "
-          f"{spread([r - 1 for r in ratio(5, 'relay-telemetry-on', 'relay-baseline')])}")
+          f"(pair 7, neither with an OTLP endpoint; negative: this build is cheaper): "
+          f"{spread([r - 1 for r in ratio(6, 'relay-telemetry-on', 'relay-baseline')])}")
 PY
 cat bench/results/cpu-per-request.md

@@ -82,6 +82,7 @@ LUA
 #                       records and keeps its debug lines, then drops them (the GETs all succeed, quickly)
 #   relay-otel          relay-telemetry-on exporting every request's spans (OTEL_TRACES_SAMPLER=always_on)
 #                       over OTLP/HTTP to the sink of need_otlp_sink
+#   relay-otel-sampled  the same at the stacks' default ratio, 5% of the requests (parentbased_traceidratio)
 #   relay-baseline      another build of the relay ($RELAY_BASELINE, e.g. the last release), full
 #                       telemetry, for before/after figures in the same run
 # Benchmarks start fresh processes every round: where the allocator and the loader put things differs
@@ -103,6 +104,9 @@ start_server() {
     relay-log-buffer) settings=(RUST_LOG=info RELAY_LOG_BUFFER=debug); out=$work/$name.log ;;
     relay-otel) settings=(RUST_LOG=info OTEL_EXPORTER_OTLP_ENDPOINT="${otlp_endpoint:?call need_otlp_sink}"
                           OTEL_TRACES_SAMPLER=always_on); out=$work/$name.log ;;
+    relay-otel-sampled) settings=(RUST_LOG=info OTEL_EXPORTER_OTLP_ENDPOINT="${otlp_endpoint:?call need_otlp_sink}"
+                                  OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.05)
+                        out=$work/$name.log ;;
     relay-baseline) settings=(RUST_LOG=info); out=$work/$name.log; binary=${RELAY_BASELINE:?set RELAY_BASELINE to a relay binary} ;;
     relay-telemetry-off | relay-control) settings=(RELAY_NO_TELEMETRY=1) ;;
     *) echo "unknown server $name" >&2; exit 1 ;;

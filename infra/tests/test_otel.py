@@ -11,6 +11,8 @@ export with the official protobuf definitions (opentelemetry-proto, PyPI).
    joined to the X-Ray trace API Gateway sends, or to a `traceparent`; with the collector gone, requests
    still succeed and say so in one WARN line each.
 3. A server whose collector is gone answers every request and says so in the SDK's ERROR lines.
+4. Sampling is decided before a request's span is made: an unexported request's store calls are not
+   exported either, and the lines of every request keep a trace id.
 """
 
 from __future__ import annotations
@@ -259,3 +261,29 @@ def test_a_server_whose_collector_is_gone_answers_every_request_and_says_so(tmp_
     failures = [line for line in lines if line.get("name") == "BatchSpanProcessor.ExportError"]
     assert failures and all(line["level"] == "ERROR" and line["target"] == "opentelemetry_sdk" for line in failures)
     assert all("network error" in line["error"] for line in failures), failures
+
+
+def test_only_the_sampled_requests_are_exported_and_their_store_calls_with_them(tmp_path):
+    receiver = OtlpReceiver()
+    relay = RunningRelay(["--store", f"sqlite:{tmp_path}/relay.db", "--rate-limit", "0", "--cache-ttl", "0s"],
+                         {"RUST_LOG": "info", "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+                          "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0"},
+                         OUT / "relay-sampled.log")
+    unsampled = ("5bf92f3577b34da6a3ce929d0e0e4736", "10f067aa0ba902b7")
+    try:
+        for _ in range(5):  # no caller: the ratio (0) decides
+            assert _request(relay.base, "GET", "/messages")[0] == 200
+        assert _request(relay.base, "GET", "/messages", headers={
+            "traceparent": f"00-{unsampled[0]}-{unsampled[1]}-00"})[0] == 200
+        assert _request(relay.base, "GET", "/messages", headers=_traceparent(MISSING))[0] == 200
+    finally:
+        lines = relay.stop()
+        receiver.close()
+    spans = receiver.spans
+    assert {s["trace_id"] for s in spans} == {MISSING[0]}, "only the sampled caller's request"
+    [server] = _servers(spans)
+    assert [s["name"] for s in _children(spans, server)] == ["count_messages"]
+    assert len(spans) == 2, "no store span of an unexported request, no sweeper span"
+    requests = [line for line in lines if line.get("message") == "Request finished." and line["route"] == "/messages"]
+    assert len(requests) == 7 and all(len(line["trace_id"]) == 32 for line in requests)
+    assert [line["trace_id"] for line in requests].count(unsampled[0]) == 1, "its own trace, not exported"

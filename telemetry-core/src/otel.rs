@@ -1,8 +1,9 @@
 //! Spans via OpenTelemetry (feature `otel`), exported over OTLP/HTTP as protobuf when
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, and off otherwise.
 //! The SDK reads the other standard variables itself: `OTEL_SERVICE_NAME` (default: the service's
-//! name), `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` (default:
-//! parent-based, always on), `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT`.
+//! name), `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT`, and
+//! this module reads `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` (default: parent-based,
+//! always on) to decide, before a request's span is made, whether it is exported ([`exports`]).
 //!
 //! tracing-opentelemetry turns tracing spans into OpenTelemetry spans and the events inside them into
 //! span events; a span's `otel.name` and `otel.kind` fields name it and set its kind (the JSON layer
@@ -22,8 +23,11 @@ use opentelemetry::trace::{
 use opentelemetry::{Context, Key, KeyValue, Value};
 use opentelemetry_otlp::{Protocol, RetryPolicy, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
-use tracing_opentelemetry::{OpenTelemetryLayer, OpenTelemetrySpanExt};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::DynFilterFn;
+use tracing_subscriber::layer;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::trace::{RequestTrace, SpanId, TraceId};
@@ -59,11 +63,18 @@ pub enum Export {
 
 /// The layer that exports `service`'s spans, when an endpoint is configured (the first call only);
 /// says on stderr why not when the exporter cannot be made.
+///
+/// Which spans it sees is decided before they are made, so a request that is not exported costs
+/// nothing here: a root span is exported only if its call site declares `otel.kind` (the service makes
+/// a request's span with it when [`exports`] says so, and without it otherwise), and any other span
+/// only inside an exported one. Of the events inside an exported span, those `span_event` accepts
+/// become its events (a span event is built, kept and encoded for every line; the log has them all).
 pub fn layer<S>(
     service: &'static str,
     version: &'static str,
     export: Export,
-) -> Option<OpenTelemetryLayer<S, SdkTracer>>
+    span_event: fn(&tracing::Metadata<'_>) -> bool,
+) -> Option<impl Layer<S>>
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
 {
@@ -93,20 +104,111 @@ where
     let resource = resource
         .with_attribute(KeyValue::new("service.version", version))
         .build();
+    let sampling = Sampling::from_env();
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_resource(resource)
+        // The decision is ours ([`exports`]), made before the span is: what reaches the SDK is kept.
+        .with_sampler(Sampler::AlwaysOn)
         .build();
     let tracer = provider.tracer(service);
     PROVIDER.set(provider).ok()?;
+    let _ = SAMPLING.set(sampling);
+    let seen = move |line: &tracing::Metadata<'_>, cx: &layer::Context<'_, S>| {
+        // `cx` shows only the spans this filter let through: the current one is an exported span.
+        let inside = cx.lookup_current().is_some();
+        if line.is_span() {
+            inside || line.fields().field("otel.kind").is_some()
+        } else {
+            inside && span_event(line)
+        }
+    };
     Some(
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
             .with_location(false)
             .with_threads(false)
             .with_target(false)
-            .with_level(false),
+            .with_level(false)
+            // No busy/idle times (two clock reads per poll) and no OpenTelemetry context made
+            // current on every poll: nothing in the process reads it, spans nest through tracing.
+            .with_tracked_inactivity(false)
+            .with_context_activation(false)
+            .with_filter(DynFilterFn::new(seen)),
     )
+}
+
+/// Which requests are exported: the standard `OTEL_TRACES_SAMPLER` (`always_on`, `always_off`,
+/// `traceidratio`, and each `parentbased_` one; default `parentbased_always_on`) and
+/// `OTEL_TRACES_SAMPLER_ARG` (the ratio, 0.0 to 1.0; default 1.0), as the SDK reads them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Sampling {
+    /// A request with a caller's span follows the caller's sampled flag.
+    parent_based: bool,
+    /// The share of the other requests exported, by trace id.
+    ratio: f64,
+}
+
+static SAMPLING: OnceLock<Sampling> = OnceLock::new();
+
+impl Sampling {
+    fn from_env() -> Self {
+        let sampler = std::env::var("OTEL_TRACES_SAMPLER").ok();
+        let arg = std::env::var("OTEL_TRACES_SAMPLER_ARG").ok();
+        Self::parse(sampler.as_deref(), arg.as_deref()).unwrap_or_else(|why| {
+            eprintln!("{why}; sampling parentbased_always_on");
+            Self::parse(None, None).unwrap_or(Self {
+                parent_based: true,
+                ratio: 1.0,
+            })
+        })
+    }
+
+    fn parse(sampler: Option<&str>, arg: Option<&str>) -> Result<Self, String> {
+        let sampler = sampler.map_or("parentbased_always_on", str::trim);
+        let (parent_based, root) = match sampler.strip_prefix("parentbased_") {
+            Some(root) => (true, root),
+            None => (false, sampler),
+        };
+        let ratio = match root {
+            "always_on" => 1.0,
+            "always_off" => 0.0,
+            "traceidratio" => match arg.map(|a| a.trim().parse::<f64>()) {
+                None => 1.0,
+                Some(Ok(ratio)) if (0.0..=1.0).contains(&ratio) => ratio,
+                Some(_) => {
+                    return Err(format!(
+                        "OTEL_TRACES_SAMPLER_ARG={arg:?} is not a ratio from 0 to 1"
+                    ));
+                }
+            },
+            _ => return Err(format!("OTEL_TRACES_SAMPLER={sampler:?} is not a sampler")),
+        };
+        Ok(Self {
+            parent_based,
+            ratio,
+        })
+    }
+
+    /// Like the SDK's trace id ratio: the trace id's low 63 bits below `ratio` of their range, so
+    /// every process that sees a trace decides alike.
+    fn decide(&self, trace: &RequestTrace) -> bool {
+        match trace.parent {
+            Some(parent) if self.parent_based => parent.sampled,
+            _ => {
+                let low = (trace.trace_id.as_u128() as u64) >> 1;
+                (low as f64) < self.ratio * (1u64 << 63) as f64
+            }
+        }
+    }
+}
+
+/// Whether a request in `trace` is exported (false when export is off): decided once, before its span
+/// is made, which then declares `otel.kind` (see [`layer`]).
+pub fn exports(trace: &RequestTrace) -> bool {
+    SAMPLING
+        .get()
+        .is_some_and(|sampling| sampling.decide(trace))
 }
 
 /// Make `span` a child of `trace`'s caller, when it came with one, and return the ids `span` is
@@ -164,5 +266,88 @@ pub fn flush() {
 pub fn shutdown() {
     if let Some(provider) = PROVIDER.get() {
         let _ = provider.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_standard_samplers_are_read_as_the_sdk_reads_them_and_others_refused() {
+        let read = |s: Option<&str>, a: Option<&str>| Sampling::parse(s, a).unwrap();
+        let on = Sampling {
+            parent_based: true,
+            ratio: 1.0,
+        };
+        assert_eq!(read(None, None), on);
+        assert_eq!(read(Some("parentbased_always_on"), None), on);
+        assert_eq!(
+            read(Some("always_off"), None),
+            Sampling {
+                parent_based: false,
+                ratio: 0.0
+            }
+        );
+        assert_eq!(
+            read(Some("traceidratio"), Some("0.25")),
+            Sampling {
+                parent_based: false,
+                ratio: 0.25
+            }
+        );
+        assert_eq!(
+            read(Some("parentbased_traceidratio"), Some(" 0.05 ")),
+            Sampling {
+                parent_based: true,
+                ratio: 0.05
+            }
+        );
+        assert_eq!(read(Some("traceidratio"), None).ratio, 1.0);
+        for (sampler, arg) in [
+            ("xray", None),
+            ("traceidratio", Some("1.5")),
+            ("traceidratio", Some("often")),
+        ] {
+            assert!(
+                Sampling::parse(Some(sampler), arg).is_err(),
+                "{sampler} {arg:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_caller_decides_for_parent_based_sampling_and_a_ratio_holds_over_many_traces() {
+        const SAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let ratio = Sampling {
+            parent_based: true,
+            ratio: 0.05,
+        };
+        let caller = RequestTrace::of(Some(SAMPLED), None);
+        assert!(ratio.decide(&caller));
+        assert!(!ratio.decide(&RequestTrace::of(
+            Some(&SAMPLED.replace("-01", "-00")),
+            None
+        )));
+        let ignoring = Sampling {
+            parent_based: false,
+            ratio: 0.0,
+        };
+        assert!(
+            !ignoring.decide(&caller),
+            "not parent-based: the ratio decides"
+        );
+        // 20,000 new traces at 0.05: within the 99.9% binomial bound around 1,000 (sd 30.8).
+        let exported = (0..20_000)
+            .filter(|_| ratio.decide(&RequestTrace::of(None, None)))
+            .count();
+        assert!((899..=1101).contains(&exported), "{exported}");
+        let all = Sampling {
+            parent_based: false,
+            ratio: 1.0,
+        };
+        assert!((0..1000).all(|_| all.decide(&RequestTrace::of(None, None))));
     }
 }

@@ -27,6 +27,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{Config, LogFormat};
+use crate::store::dynamodb::ATTEMPTS_TARGET;
 use names::{Kind, Metric};
 
 /// The service name on every log line and the CloudWatch namespace of the relay's metrics.
@@ -94,7 +95,7 @@ pub fn init_logging(config: &Config, runtime: Runtime) -> LogGuard {
         Runtime::Server => otel::Export::Background,
         Runtime::Lambda => otel::Export::Flushed,
     };
-    let spans = otel::layer(SERVICE, VERSION, export);
+    let spans = otel::layer(SERVICE, VERSION, export, span_event);
     // Both layers and both filters are optional rather than boxed, so each span and event reaches
     // them without a virtual call; exactly one of each pair is present.
     let (json, pretty) = match config.log_format {
@@ -121,8 +122,8 @@ pub fn init_logging(config: &Config, runtime: Runtime) -> LogGuard {
                 let mut widened = output.clone();
                 for (target, level) in [
                     ("relay", relay),
-                    ("relay::telemetry::store", store),
-                    ("relay::store::dynamodb::attempts", store),
+                    (store::TARGET, store),
+                    (ATTEMPTS_TARGET, store),
                 ] {
                     if let Some(at) = level.into_level()
                         && !widened.would_enable(target, &at)
@@ -168,6 +169,12 @@ pub fn init_logging(config: &Config, runtime: Runtime) -> LogGuard {
         eprintln!("logging was already initialised: {error}");
     }
     LogGuard { _flusher: flusher }
+}
+
+/// Which lines inside an exported span become its events: the DynamoDB attempts (the retries inside a
+/// store call) and warnings and errors. The others are in the log, under the same ids.
+fn span_event(line: &tracing::Metadata<'_>) -> bool {
+    *line.level() <= tracing::Level::WARN || line.target() == ATTEMPTS_TARGET
 }
 
 /// The server's paced log writer, for [`take_dropped_log_lines`].

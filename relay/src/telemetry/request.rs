@@ -55,32 +55,41 @@ pub fn trace_of(headers: &HeaderMap) -> RequestTrace {
 
 /// The span of a request with this id, to `route` (the matched template) by `method`, in `trace`.
 pub fn span(request_id: &str, method: &Method, route: &str, trace: &RequestTrace) -> tracing::Span {
-    // A root span: a request is never inside another one, so no lookup of the current span.
-    let span = tracing::error_span!(
-        parent: None,
-        SPAN_NAME,
-        request_id,
-        method = method_label(method),
-        route,
-        sampled = sampled().then_some(true),
-        cold_start = tracing::field::Empty,
-        problem = tracing::field::Empty,
-        trace_id = trace.trace_id.hex().as_str(),
-        span_id = trace.span_id.hex().as_str(),
-        xray_trace_id = trace.xray_root.as_deref(),
-        "otel.kind" = "server",
-        "otel.name" = tracing::field::Empty,
-    );
-    if otel::enabled() {
-        // The exported span: named `METHOD ROUTE`, a child of the caller's, and its ids on the lines.
+    // A root span: a request is never inside another one, so no lookup of the current span. Exported
+    // or not is decided first: only an exported request's call site declares `otel.kind`, the
+    // OpenTelemetry layer sees no other (telemetry-core's `otel::layer`).
+    macro_rules! request_span {
+        ($($otel:tt)*) => {
+            tracing::error_span!(
+                parent: None,
+                SPAN_NAME,
+                request_id,
+                method = method_label(method),
+                route,
+                sampled = sampled().then_some(true),
+                cold_start = tracing::field::Empty,
+                problem = tracing::field::Empty,
+                trace_id = trace.trace_id.hex().as_str(),
+                span_id = trace.span_id.hex().as_str(),
+                xray_trace_id = trace.xray_root.as_deref(),
+                $($otel)*
+            )
+        };
+    }
+    let span = if otel::exports(trace) {
+        // A server span `METHOD ROUTE`, a child of the caller's; its ids are the ones on the lines.
         let method = method_label(method);
-        span.record("otel.name", format!("{method} {route}"));
+        let span =
+            request_span!("otel.kind" = "server", "otel.name" = %format_args!("{method} {route}"));
         otel::attribute(&span, "http.request.method", method);
         otel::attribute(&span, "http.route", route.to_owned());
         let (trace_id, span_id) = otel::join(&span, trace);
         span.record("trace_id", trace_id.hex().as_str());
         span.record("span_id", span_id.hex().as_str());
-    }
+        span
+    } else {
+        request_span!()
+    };
     if let Some(cold) = cold_start() {
         span.record("cold_start", cold);
         if cold {
@@ -92,7 +101,10 @@ pub fn span(request_id: &str, method: &Method, route: &str, trace: &RequestTrace
 
 /// Record how a request ended on its exported span: its status, and a 5xx as an error.
 pub fn finished(span: &tracing::Span, status: StatusCode) {
-    if otel::enabled() {
+    let exported = span
+        .metadata()
+        .is_some_and(|line| line.fields().field("otel.kind").is_some());
+    if exported {
         otel::attribute(
             span,
             "http.response.status_code",

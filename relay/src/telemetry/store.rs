@@ -20,6 +20,9 @@ use crate::domain::{
 };
 use crate::store::{Backend, Created, DynStore, Store, StoreOp, StoreResult};
 
+/// The target of the store spans, which the log set-up lets through at debug for exported spans.
+pub const TARGET: &str = module_path!();
+
 pub struct InstrumentedStore {
     inner: DynStore,
     /// Operations that failed with a fault, for [`Store::faults_seen`].

@@ -21,6 +21,9 @@ use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::retries::RequestAttempts;
 use aws_smithy_types::config_bag::{Storable, StoreReplace};
 
+/// The target of the attempt lines, which the log set-up lets through at debug for exported spans.
+pub const TARGET: &str = module_path!();
+
 /// The interceptor, added to the client's configuration.
 #[derive(Debug)]
 pub struct AttemptLog;

@@ -30,6 +30,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use chrono::{DateTime, Utc};
 
+pub use self::attempts::TARGET as ATTEMPTS_TARGET;
 pub use self::client::{TableCreated, connect, create_table};
 use self::schema::{
     Counter, EXPIRES_AT, EXPIRES_AT_US, EXPIRY_BUCKET, FORGET_AT_US, MESSAGE_BODY,
