@@ -118,7 +118,7 @@ where
         // `cx` shows only the spans this filter let through: the current one is an exported span.
         let inside = cx.lookup_current().is_some();
         if line.is_span() {
-            inside || line.fields().field("otel.kind").is_some()
+            inside || declares_kind(line)
         } else {
             inside && span_event(line)
         }
@@ -209,6 +209,18 @@ pub fn exports(trace: &RequestTrace) -> bool {
     SAMPLING
         .get()
         .is_some_and(|sampling| sampling.decide(trace))
+}
+
+/// The span field that marks an exported root span's call site (and sets its kind).
+const KIND: &str = "otel.kind";
+
+fn declares_kind(line: &tracing::Metadata<'_>) -> bool {
+    line.fields().field(KIND).is_some()
+}
+
+/// Whether `span` is an exported root span (made at a call site that declares `otel.kind`).
+pub fn exported(span: &tracing::Span) -> bool {
+    enabled() && span.metadata().is_some_and(declares_kind)
 }
 
 /// Make `span` a child of `trace`'s caller, when it came with one, and return the ids `span` is

@@ -101,11 +101,7 @@ pub fn span(request_id: &str, method: &Method, route: &str, trace: &RequestTrace
 
 /// Record how a request ended on its exported span: its status, and a 5xx as an error.
 pub fn finished(span: &tracing::Span, status: StatusCode) {
-    let exported = otel::enabled()
-        && span
-            .metadata()
-            .is_some_and(|line| line.fields().field("otel.kind").is_some());
-    if exported {
+    if otel::exported(span) {
         otel::attribute(
             span,
             "http.response.status_code",

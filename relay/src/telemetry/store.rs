@@ -44,7 +44,8 @@ impl InstrumentedStore {
     ) -> StoreResult<T> {
         let start = Instant::now();
         // The lines the backend writes during the call (its attempts) carry `op` and `backend`. A
-        // debug span: nothing is made unless the relay's debug lines are on (buffer or sampling).
+        // debug span: nothing is made unless the relay's debug lines are on (buffer or sampling) or
+        // spans are exported.
         let (name, backend) = (op.as_str(), self.inner.backend().as_str());
         let span = tracing::debug_span!("store", op = name, backend, "otel.name" = name);
         otel::attribute(&span, "db.system", backend);
