@@ -42,7 +42,7 @@ for round in $(seq 1 "$rounds"); do
   for p in "${!pairs[@]}"; do
     read -r -a pair <<<"${pairs[$p]}"
     for name in "${pair[@]}"; do start_server "$name" "$round"; done
-    spans_before=$($otlp_spans)
+    spans_before=$(otlp_spans)
     load 1 warm "${pair[@]}"
     for name in "${pair[@]}"; do before[$name]=$(cpu_ns "${pid[$name]}"); done
     if [ $((round % 2)) -eq 0 ]; then load "$duration" "$p.$round" "${pair[1]}" "${pair[0]}"; else load "$duration" "$p.$round" "${pair[@]}"; fi
@@ -53,7 +53,7 @@ for round in $(seq 1 "$rounds"); do
       line="$line $name $(awk '{printf "%.2f", $2 / $1 / 1000}' "$work/$name.$p.$round.cpu")"
     done
     stop_servers "${pair[@]}"  # a stopped relay exports the spans it still holds
-    echo "$(( $($otlp_spans) - spans_before ))" >"$work/spans.$p.$round"
+    echo "$(( $(otlp_spans) - spans_before ))" >"$work/spans.$p.$round"
     line="$line |"
   done
   echo "$line µs per request"

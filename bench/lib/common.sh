@@ -26,22 +26,19 @@ need_cargo_lambda() {
     || { echo "pip could not install cargo-lambda $cargo_lambda_version" >&2; exit 1; }
   export PATH="$venv/bin:$PATH"
 }
-# need_otlp_sink: start bench/lib/otlp_sink.py (opentelemetry-proto from PyPI, pinned, in the cached
-# virtualenv) on core 1 beside the load generators; sets otlp_endpoint (for OTEL_EXPORTER_OTLP_ENDPOINT)
-# and otlp_spans, a command that prints the spans it has received so far.
+# need_otlp_sink: start bench/lib/otlp_sink.py (opentelemetry-proto from PyPI, the pins of
+# infra/tests/requirements.txt, in a cached virtualenv) on core 1 beside the load generators; sets
+# otlp_endpoint (for OTEL_EXPORTER_OTLP_ENDPOINT); otlp_spans prints the spans it has received so far.
 need_otlp_sink() {
-  local venv=${RELAY_BENCH_VENV:-$HOME/.cache/relayops-bench-venv} port
-  [ -x "$venv/bin/python" ] || python3 -m venv "$venv" || { echo "cannot make $venv (python3-venv)" >&2; exit 1; }
-  "$venv/bin/python" -c "import opentelemetry.proto" 2>/dev/null \
-    || "$venv/bin/pip" install --quiet --disable-pip-version-check opentelemetry-proto==1.45.2 protobuf==7.36.2 \
-    || { echo "pip could not install opentelemetry-proto" >&2; exit 1; }
+  local venv=$HOME/.cache/relayops-bench-otlp port
+  python_venv "$venv" opentelemetry-proto==1.45.2 protobuf==7.36.2
   port=$(free_port)
   taskset -c 1 "$venv/bin/python" bench/lib/otlp_sink.py "$port" &
   pids+=($!)
   otlp_endpoint="http://127.0.0.1:$port"
   wait_up "$otlp_endpoint/spans"
-  otlp_spans="curl -sf $otlp_endpoint/spans"
 }
+otlp_spans() { curl -sf "$otlp_endpoint/spans"; }
 build_relay() { cargo build --release -q -p relay --bin relay "$@"; }
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh

@@ -32,7 +32,13 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::trace::{RequestTrace, SpanId, TraceId};
 
-static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+/// The exporter and which requests it exports, once [`layer`] has made them.
+struct Exporting {
+    provider: SdkTracerProvider,
+    sampling: Sampling,
+}
+
+static EXPORTING: OnceLock<Exporting> = OnceLock::new();
 
 /// Whether the standard variables name an OTLP endpoint for traces.
 pub fn configured() -> bool {
@@ -46,7 +52,7 @@ pub fn configured() -> bool {
 
 /// Whether spans are exported (the layer is installed).
 pub fn enabled() -> bool {
-    PROVIDER.get().is_some()
+    EXPORTING.get().is_some()
 }
 
 /// How spans leave the process.
@@ -112,8 +118,7 @@ where
         .with_sampler(Sampler::AlwaysOn)
         .build();
     let tracer = provider.tracer(service);
-    PROVIDER.set(provider).ok()?;
-    let _ = SAMPLING.set(sampling);
+    EXPORTING.set(Exporting { provider, sampling }).ok()?;
     let seen = move |line: &tracing::Metadata<'_>, cx: &layer::Context<'_, S>| {
         // `cx` shows only the spans this filter let through: the current one is an exported span.
         let inside = cx.lookup_current().is_some();
@@ -149,18 +154,19 @@ struct Sampling {
     ratio: f64,
 }
 
-static SAMPLING: OnceLock<Sampling> = OnceLock::new();
-
 impl Sampling {
+    /// `parentbased_always_on`, the default.
+    const DEFAULT: Self = Self {
+        parent_based: true,
+        ratio: 1.0,
+    };
+
     fn from_env() -> Self {
         let sampler = std::env::var("OTEL_TRACES_SAMPLER").ok();
         let arg = std::env::var("OTEL_TRACES_SAMPLER_ARG").ok();
         Self::parse(sampler.as_deref(), arg.as_deref()).unwrap_or_else(|why| {
             eprintln!("{why}; sampling parentbased_always_on");
-            Self::parse(None, None).unwrap_or(Self {
-                parent_based: true,
-                ratio: 1.0,
-            })
+            Self::DEFAULT
         })
     }
 
@@ -206,9 +212,9 @@ impl Sampling {
 /// Whether a request in `trace` is exported (false when export is off): decided once, before its span
 /// is made, which then declares `otel.kind` (see [`layer`]).
 pub fn exports(trace: &RequestTrace) -> bool {
-    SAMPLING
+    EXPORTING
         .get()
-        .is_some_and(|sampling| sampling.decide(trace))
+        .is_some_and(|exporting| exporting.sampling.decide(trace))
 }
 
 /// The span field that marks an exported root span's call site (and sets its kind).
@@ -267,8 +273,8 @@ pub fn failed(span: &tracing::Span, description: &'static str) {
 
 /// Export the spans that ended so far, waiting for it; a failure is a WARN line.
 pub fn flush() {
-    if let Some(provider) = PROVIDER.get()
-        && let Err(error) = provider.force_flush()
+    if let Some(exporting) = EXPORTING.get()
+        && let Err(error) = exporting.provider.force_flush()
     {
         tracing::warn!(message = "OpenTelemetry spans not exported.", error = %error);
     }
@@ -276,8 +282,8 @@ pub fn flush() {
 
 /// Export what is left and stop the exporter (at exit).
 pub fn shutdown() {
-    if let Some(provider) = PROVIDER.get() {
-        let _ = provider.shutdown();
+    if let Some(exporting) = EXPORTING.get() {
+        let _ = exporting.provider.shutdown();
     }
 }
 

@@ -45,7 +45,12 @@ impl TraceId {
         }
         let high = u128::from(hex_u64(epoch)?);
         let low = hex_u128(random)?;
-        nonzero(high << 96 | low).map(Self)
+        Self::from_u128(high << 96 | low)
+    }
+
+    /// The 32 hex digits, on the stack: what a log line records, without the formatting machinery.
+    pub fn hex(&self) -> Hex<32> {
+        Hex::of(self.0)
     }
 }
 
@@ -63,16 +68,7 @@ impl SpanId {
     pub fn random() -> Self {
         Self(fastrand::u64(1..))
     }
-}
 
-impl TraceId {
-    /// The 32 hex digits, on the stack: what a log line records, without the formatting machinery.
-    pub fn hex(&self) -> Hex<32> {
-        Hex::of(self.0)
-    }
-}
-
-impl SpanId {
     /// The 16 hex digits, on the stack.
     pub fn hex(&self) -> Hex<16> {
         Hex::of(u128::from(self.0))
@@ -141,8 +137,8 @@ impl TraceParent {
         }
         let flags = u8::try_from(hex_u64(flags)?).ok()?;
         Some(Self {
-            trace_id: TraceId(nonzero(hex_u128(trace)?)?),
-            parent_id: SpanId(nonzero(hex_u64(parent)?)?),
+            trace_id: TraceId::from_u128(hex_u128(trace)?)?,
+            parent_id: SpanId::from_u64(hex_u64(parent)?)?,
             sampled: flags & 1 == 1,
         })
     }
@@ -174,18 +170,14 @@ impl RequestTrace {
         let xray_root = xray.and_then(xray_root).map(str::to_owned);
         let xray_trace = xray_root.as_deref().and_then(TraceId::from_xray_root);
         let parent = traceparent.and_then(TraceParent::parse).or_else(|| {
-            let member = |name: &str| {
-                xray?
-                    .split(';')
-                    .find_map(|part| part.trim().strip_prefix(name))
-            };
+            let xray = xray?;
             Some(TraceParent {
                 trace_id: xray_trace?,
-                parent_id: member("Parent=")
+                parent_id: xray_member(xray, "Parent=")
                     .filter(|id| id.len() == 16)
                     .and_then(hex_u64)
                     .and_then(SpanId::from_u64)?,
-                sampled: member("Sampled=") == Some("1"),
+                sampled: xray_member(xray, "Sampled=") == Some("1"),
             })
         });
         let trace_id = parent
@@ -203,10 +195,14 @@ impl RequestTrace {
 
 /// The `Root=` of an `X-Amzn-Trace-Id` value (`Root=1-…;Parent=…;Sampled=1`), if it is a valid root.
 pub fn xray_root(header: &str) -> Option<&str> {
+    xray_member(header, "Root=").filter(|root| TraceId::from_xray_root(root).is_some())
+}
+
+/// The value of the member `name` (`Root=`, `Parent=`, ...) of an `X-Amzn-Trace-Id` value.
+fn xray_member<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     header
         .split(';')
-        .find_map(|part| part.trim().strip_prefix("Root="))
-        .filter(|root| TraceId::from_xray_root(root).is_some())
+        .find_map(|part| part.trim().strip_prefix(name))
 }
 
 fn is_lower_hex(text: &str) -> bool {
