@@ -12,16 +12,16 @@ use std::time::{Duration, Instant};
 
 use chrono::TimeDelta;
 use relay::config::StoreUri;
-use relay::domain::{Message, MessageBody, Ttl, now};
+use relay::domain::{IdempotencyKey, Message, MessageBody, Ttl, now};
 use relay::store::dynamodb::schema::{
     EXPIRES_AT, EXPIRY_BUCKET, TTL_AT, TTL_GRACE_SECONDS, message_key,
 };
 use relay::store::dynamodb::{DynamoStore, TABLE, TableCreated};
-use relay::store::{DynStore, Store, StoreError, conformance};
+use relay::store::{Created, DynStore, Store, StoreError, conformance};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{assert_problem, free_port, parse_lines, spawn_binary, spawn_with};
+use crate::helpers::{TestApp, assert_problem, free_port, parse_lines, spawn_binary, spawn_with};
 
 /// The shared local server's endpoint; a clear failure when it is not running.
 fn local_endpoint() -> String {
@@ -40,6 +40,34 @@ async fn fresh_store(endpoint: &str, purpose: &str) -> DynamoStore {
         .unwrap();
     assert_eq!(store.create_table().await.unwrap(), TableCreated::Created);
     store
+}
+
+/// A create sent again after it committed (what the SDK does when an attempt's answer is lost to a
+/// timeout) is the same create: it succeeds, is counted once, and is no replay; another message with
+/// the same id is still no success.
+#[tokio::test]
+async fn a_create_retried_after_it_committed_succeeds_once() {
+    let store = fresh_store(&local_endpoint(), "retried").await;
+    let key = IdempotencyKey::parse("retried-create").unwrap();
+    for key in [None, Some(&key)] {
+        let message = Message::new(MessageBody::from_stored("sent twice"), None);
+        for attempt in ["first", "retry"] {
+            let created = store.create_message(&message, key).await;
+            assert!(
+                matches!(created, Ok(Created::New)),
+                "{attempt} (key {key:?}): {created:?}"
+            );
+        }
+        let mut other = message.clone();
+        other.body = MessageBody::from_stored("another text");
+        // Without a key the id clash is refused; with the key, its first message is replayed.
+        match (key, store.create_message(&other, key).await) {
+            (None, Err(StoreError::Internal(_))) => {}
+            (Some(_), Ok(Created::Replayed(first))) => assert_eq!(first, message),
+            (key, outcome) => panic!("another text (key {key:?}): {outcome:?}"),
+        }
+    }
+    assert_eq!(store.count_messages().await.unwrap(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -571,6 +599,25 @@ impl Drop for LocalServer {
 }
 
 /// Every response during the outage: a 503 problem with Retry-After, within the request timeout.
+/// Creates until one is answered 201, as a client that retries on 503 sees the store heal (each other
+/// answer a 503 with Retry-After), failing past `within`; how long it took.
+async fn created_within(app: &TestApp, text: &str, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let response = app.post_message(json!({"message": text})).await;
+        if response.status() == StatusCode::CREATED {
+            return started.elapsed();
+        }
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().contains_key("retry-after"));
+        assert!(
+            started.elapsed() < within,
+            "the relay did not recover within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn assert_fast_503(request: reqwest::RequestBuilder, budget: Duration, what: &str) -> Value {
     let started = Instant::now();
     let response = request.send().await.unwrap();
@@ -675,9 +722,11 @@ async fn a_store_outage_gives_503s_and_heals_without_a_restart() {
             "{body}"
         );
     }
+    // The server resumes with a backlog: the attempts abandoned while it hung, which it answers one
+    // by one before new ones (503s with Retry-After until then).
     server.signal("-CONT");
-    let healed = app.post_message(json!({"message": "after the hang"})).await;
-    assert_eq!(healed.status(), StatusCode::CREATED);
+    let healed = created_within(&app, "after the hang", Duration::from_secs(15)).await;
+    eprintln!("outage: first 201 {healed:.2?} after the hang ended");
 
     // 2. The server dies: connection refused, answered at once.
     server.kill();
@@ -720,21 +769,8 @@ async fn a_store_outage_gives_503s_and_heals_without_a_restart() {
         recreated.create_table().await.unwrap(),
         TableCreated::Created
     );
-    let recovering = Instant::now();
-    let deadline = recovering + Duration::from_secs(15);
-    loop {
-        let response = app.post_message(json!({"message": "after"})).await;
-        if response.status() == StatusCode::CREATED {
-            break;
-        }
-        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert!(Instant::now() < deadline, "the relay did not recover");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    eprintln!(
-        "outage: first 201 {:.2?} after the table was recreated",
-        recovering.elapsed()
-    );
+    let recovered = created_within(&app, "after", Duration::from_secs(15)).await;
+    eprintln!("outage: first 201 {recovered:.2?} after the table was recreated");
     fresh().await;
     assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
     assert_eq!(

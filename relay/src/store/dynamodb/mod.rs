@@ -33,7 +33,7 @@ use chrono::{DateTime, Utc};
 pub use self::attempts::TARGET as ATTEMPTS_TARGET;
 pub use self::client::{TableCreated, connect, create_table};
 use self::schema::{
-    Counter, EXPIRES_AT, EXPIRES_AT_US, EXPIRY_BUCKET, FORGET_AT_US, MESSAGE_BODY,
+    Counter, EXPIRES_AT, EXPIRES_AT_US, EXPIRY_BUCKET, FORGET_AT_US, Item, MESSAGE_BODY,
     MESSAGE_REVISION, PK, TTL_AT, UPDATED_AT_US, expiry_attributes, idempotency_item,
     idempotency_key, log_item, log_position, message_from_item, message_item, message_key, micros,
     n, ping_key, replayed_from_item, s, saved_from_item, saved_item, saved_key,
@@ -112,6 +112,11 @@ impl DynamoStore {
     }
 }
 
+/// Whether `item` is `message` as stored (a create's own write, seen by its retry).
+fn is_stored(message: &Message, item: Option<&Item>) -> bool {
+    item.is_some_and(|item| message_from_item(message.id, item).is_ok_and(|m| m == *message))
+}
+
 #[async_trait]
 impl Store for DynamoStore {
     fn backend(&self) -> Backend {
@@ -147,6 +152,13 @@ impl Store for DynamoStore {
                 Ok(()) => return Ok(Created::New),
                 Err(cancelled) => cancelled,
             };
+            if cancelled.condition_failed(0) && is_stored(message, cancelled.old_item(0)) {
+                // Each create makes a fresh id, so an item with this one, equal to this message, is
+                // this call's own: an earlier attempt committed and its answer was lost (a timeout).
+                // DynamoDB answers such a retry with success by the client request token the SDK
+                // sends; a server that ignores the token cancels it instead.
+                return Ok(Created::New);
+            }
             if let (Some(key), true) = (idempotency, cancelled.condition_failed(RECORD)) {
                 // The key was used within its retention: nothing was written; replay the first message.
                 let record = match cancelled.old_item(RECORD) {
