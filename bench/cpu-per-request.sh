@@ -12,7 +12,8 @@
 # (the stacks' default ratio). Fresh processes every round; the two load generators start in alternating
 # order. Loopback only; about 7 minutes. With
 # RELAY_BASELINE=PATH (another relay build, e.g. the previous release), a seventh pair compares this build
-# with that one, both with full telemetry and no OTLP endpoint: before/after in one run.
+# with that one, both with full telemetry and no OTLP endpoint: before/after in one run; with
+# RELAY_BASELINE_AS=relay-log-buffer (any relay set-up of bench/lib/common.sh), both in that set-up.
 # Usage: bench/cpu-per-request.sh [SECONDS_PER_RUN (4)] [ROUNDS (15)]. Writes bench/results/cpu-per-request.md.
 source "$(dirname "$0")/lib/common.sh"
 duration=${1:-4}
@@ -23,7 +24,8 @@ build_get_servers
 
 pairs=("relay-telemetry-on relay-telemetry-off" "relay-telemetry-on hello" "relay-telemetry-off relay-control"
        "relay-log-buffer relay-telemetry-on" "relay-otel relay-telemetry-on" "relay-otel-sampled relay-telemetry-on")
-[ -z "${RELAY_BASELINE:-}" ] || pairs+=("relay-telemetry-on relay-baseline")
+baseline_as=${RELAY_BASELINE_AS:-relay-telemetry-on}
+[ -z "${RELAY_BASELINE:-}" ] || pairs+=("$baseline_as relay-baseline")
 # cpu_ns PID: CPU time of all the process's threads so far, in nanoseconds.
 cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ns += $1} END {printf "%.0f", ns}'; }
 # load SECONDS OUT NAME...: one wrk per server, all at once on core 1, output in $work/NAME.OUT.txt.
@@ -59,14 +61,14 @@ for round in $(seq 1 "$rounds"); do
   echo "$line µs per request"
 done
 
-python3 - "$work" "$rounds" "$duration" "$(machine)" "${RELAY_BASELINE:-}" > bench/results/cpu-per-request.md <<'PY'
+python3 - "$work" "$rounds" "$duration" "$(machine)" "${RELAY_BASELINE:-}" "$baseline_as" > bench/results/cpu-per-request.md <<'PY'
 import statistics, sys
-work, rounds, duration, machine, baseline = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+work, rounds, duration, machine, baseline, baseline_as = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
 pairs = [("relay-telemetry-on", "relay-telemetry-off"), ("relay-telemetry-on", "hello"),
          ("relay-telemetry-off", "relay-control"), ("relay-log-buffer", "relay-telemetry-on"),
          ("relay-otel", "relay-telemetry-on"), ("relay-otel-sampled", "relay-telemetry-on")]
 if baseline:
-    pairs.append(("relay-telemetry-on", "relay-baseline"))
+    pairs.append((baseline_as, "relay-baseline"))
 
 def micros(name, pair):
     out = []
@@ -116,8 +118,8 @@ served = sum(int(open(f"{work}/relay-otel.4.{r}.cpu").read().split()[0])
 print(f"  - spans the sink received per request relay-otel served, warm-up included (each GET is answered from "
       f"the cache: one server span, no store span; below 1.00, the SDK dropped spans): **{exported / served:.3f}**")
 if baseline:
-    print(f"- this build vs the baseline build ({baseline.split('/')[-1]}), CPU per request, this/baseline - 1 "
-          f"(pair 7, neither with an OTLP endpoint; negative: this build is cheaper): "
-          f"{spread([r - 1 for r in ratio(6, 'relay-telemetry-on', 'relay-baseline')])}")
+    print(f"- this build vs the baseline build ({baseline.split('/')[-1]}), both as {baseline_as}, CPU per request, "
+          f"this/baseline - 1 (pair 7; negative: this build is cheaper): "
+          f"{spread([r - 1 for r in ratio(6, baseline_as, 'relay-baseline')])}")
 PY
 cat bench/results/cpu-per-request.md

@@ -80,8 +80,9 @@ LUA
 #   relay-otel          relay-telemetry-on exporting every request's spans (OTEL_TRACES_SAMPLER=always_on)
 #                       over OTLP/HTTP to the sink of need_otlp_sink
 #   relay-otel-sampled  the same at the stacks' default ratio, 5% of the requests (parentbased_traceidratio)
-#   relay-baseline      another build of the relay ($RELAY_BASELINE, e.g. the last release), full
-#                       telemetry, for before/after figures in the same run
+#   relay-baseline      another build of the relay ($RELAY_BASELINE, e.g. the last release), for
+#                       before/after figures in the same run, set up as $RELAY_BASELINE_AS is (one of
+#                       the relay names above; default relay-telemetry-on)
 # Benchmarks start fresh processes every round: where the allocator and the loader put things differs
 # from one process to the next, and moves one process's figures by a few percent for its whole life.
 build_get_servers() { build_relay --example hello; }
@@ -93,9 +94,14 @@ declare -A port pid url
 start_server() {
   local name=$1 round=$2
   shift 2
-  local launch=(taskset -c 0 "$@") out=/dev/null settings=() binary=$relay
+  local launch=(taskset -c 0 "$@") out=/dev/null settings=() binary=$relay setup=$name
   port[$name]=$(free_port)
-  case $name in
+  if [ "$name" = relay-baseline ]; then
+    binary=${RELAY_BASELINE:?set RELAY_BASELINE to a relay binary}
+    setup=${RELAY_BASELINE_AS:-relay-telemetry-on}
+    case $setup in hello | relay-baseline) echo "RELAY_BASELINE_AS=$setup is not a relay set-up" >&2; exit 1 ;; esac
+  fi
+  case $setup in
     hello) launch+=("$target_dir/release/examples/hello" "127.0.0.1:${port[$name]}") ;;
     relay-telemetry-on) settings=(RUST_LOG=info); out=$work/$name.log ;;
     relay-log-buffer) settings=(RUST_LOG=info RELAY_LOG_BUFFER=debug); out=$work/$name.log ;;
@@ -104,7 +110,6 @@ start_server() {
     relay-otel-sampled) settings=(RUST_LOG=info OTEL_EXPORTER_OTLP_ENDPOINT="${otlp_endpoint:?call need_otlp_sink}"
                                   OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.05)
                         out=$work/$name.log ;;
-    relay-baseline) settings=(RUST_LOG=info); out=$work/$name.log; binary=${RELAY_BASELINE:?set RELAY_BASELINE to a relay binary} ;;
     relay-telemetry-off | relay-control) settings=(RELAY_NO_TELEMETRY=1) ;;
     *) echo "unknown server $name" >&2; exit 1 ;;
   esac

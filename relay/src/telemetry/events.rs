@@ -90,7 +90,9 @@ impl Event for RequestFailedInternally<'_> {
     }
 }
 
-/// What happened to a message, for the per-outcome counters.
+/// What happened to a message, for the per-outcome counters. No log line: the request line already
+/// says it (route, method, status), and a debug line repeating it would be kept in the debug buffer
+/// of every successful request. A replay is the exception: only a response header says so.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageEvent {
     Created,
@@ -102,17 +104,16 @@ pub enum MessageEvent {
 
 impl Event for MessageEvent {
     fn emit(self) {
-        let (metric, message) = match self {
-            Self::Created => (Metric::MessagesCreatedTotal, "Message created."),
-            Self::Read => (Metric::MessagesReadTotal, "Message read."),
-            Self::Updated => (Metric::MessagesUpdatedTotal, "Message updated."),
-            Self::Deleted => (Metric::MessagesDeletedTotal, "Message deleted."),
-            Self::IdempotentReplay => (
-                Metric::IdempotentReplaysTotal,
-                "Create replayed for a repeated Idempotency-Key.",
-            ),
+        let metric = match self {
+            Self::Created => Metric::MessagesCreatedTotal,
+            Self::Read => Metric::MessagesReadTotal,
+            Self::Updated => Metric::MessagesUpdatedTotal,
+            Self::Deleted => Metric::MessagesDeletedTotal,
+            Self::IdempotentReplay => {
+                tracing::debug!(message = "Create replayed for a repeated Idempotency-Key.");
+                Metric::IdempotentReplaysTotal
+            }
         };
-        tracing::debug!(message);
         handles::increment(metric, 1);
     }
 }
@@ -166,12 +167,11 @@ impl Event for CacheLookup {
     }
 }
 
-/// A timestamp was appended to the `/app` log.
+/// A timestamp was appended to the `/app` log (a counter only, like [`MessageEvent`]).
 pub struct AppTimestampAppended;
 
 impl Event for AppTimestampAppended {
     fn emit(self) {
-        tracing::debug!(message = "Timestamp appended.");
         handles::increment(Metric::AppTimestampsTotal, 1);
     }
 }

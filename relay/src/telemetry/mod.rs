@@ -280,11 +280,7 @@ fn describe_all() {
     metrics::gauge!(Metric::BuildInfo.as_str(), "version" => VERSION).set(1.0);
     for metric in Metric::ALL {
         let spec = metric.spec();
-        let unit = match spec.unit {
-            names::Unit::Count => metrics::Unit::Count,
-            names::Unit::Seconds => metrics::Unit::Seconds,
-            names::Unit::Bytes => metrics::Unit::Bytes,
-        };
+        let unit = spec.unit;
         match spec.kind {
             Kind::Counter => metrics::describe_counter!(spec.name, unit, spec.help),
             Kind::Gauge => metrics::describe_gauge!(spec.name, unit, spec.help),

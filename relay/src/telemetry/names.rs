@@ -1,6 +1,7 @@
 //! The metric catalog: every metric the relay emits, with its kind, unit, labels and help, in one place.
 //! Metric names appear nowhere else in the code; dashboards, alarms and docs are checked against this list.
 
+use metrics::Unit;
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -11,25 +12,22 @@ pub enum Kind {
     Histogram,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Unit {
-    Count,
-    Seconds,
-    Bytes,
-}
-
 /// One catalog entry, as `relay metrics-catalog` prints it.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Spec {
     pub name: &'static str,
     pub kind: Kind,
+    #[serde(serialize_with = "unit_name")]
     pub unit: Unit,
     pub labels: &'static [&'static str],
     pub help: &'static str,
     /// Emitted by the server runtime only (a Lambda has no connections of its own): on the Grafana
     /// dashboard, not on CloudWatch's.
     pub server_only: bool,
+}
+
+fn unit_name<S: serde::Serializer>(unit: &Unit, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(unit.as_str())
 }
 
 /// Declares `Metric` (one variant per line), `Metric::ALL` in this order, and `Metric::spec`.
@@ -127,11 +125,7 @@ pub fn catalog_markdown() -> String {
             Kind::Gauge => "gauge",
             Kind::Histogram => "histogram",
         };
-        let unit = match spec.unit {
-            Unit::Count => "count",
-            Unit::Seconds => "seconds",
-            Unit::Bytes => "bytes",
-        };
+        let unit = spec.unit.as_str();
         let labels = if spec.labels.is_empty() {
             "-".to_owned()
         } else {
