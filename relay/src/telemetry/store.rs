@@ -1,7 +1,8 @@
 //! A `Store` wrapper that times every operation and emits `StoreOperationCompleted` for it, so every
 //! backend is observed the same way without a line of telemetry inside the backends (which never
-//! import telemetry). Each operation runs in a debug-level `store` span (`op`, `backend`), so what a
-//! backend logs at debug during it (DynamoDB's call attempts) says which operation it was part of.
+//! import telemetry). On DynamoDB, each operation runs in a debug-level `store` span (`op`,
+//! `backend`), so what the backend logs at debug during it (its call attempts) says which operation
+//! it was part of; the other backends log nothing inside, and get the span only when it is exported.
 //! With OpenTelemetry on, that span is exported as the request span's child, named by the operation,
 //! with `db.system` and `db.operation.name`, status error when the store failed; the attempts are its
 //! events.
@@ -43,11 +44,19 @@ impl InstrumentedStore {
         call: impl Future<Output = StoreResult<T>>,
     ) -> StoreResult<T> {
         let start = Instant::now();
-        // The lines the backend writes during the call (its attempts) carry `op` and `backend`. A
-        // debug span: nothing is made unless the relay's debug lines are on (buffer or sampling) or
-        // spans are exported.
+        // The lines the backend writes during the call (DynamoDB's attempts) carry `op` and
+        // `backend`. Only where something reads it: a backend that writes lines of its own, or a
+        // request whose spans are exported; SQLite and memory write none, and the operation's own
+        // line carries both fields. A debug span: nothing is made unless the relay's debug lines
+        // are on (buffer or sampling) or spans are exported.
         let (name, backend) = (op.as_str(), self.inner.backend().as_str());
-        let span = tracing::debug_span!("store", op = name, backend, "otel.name" = name);
+        let span = if self.inner.backend() == Backend::Dynamodb
+            || otel::exported(&tracing::Span::current())
+        {
+            tracing::debug_span!("store", op = name, backend, "otel.name" = name)
+        } else {
+            tracing::Span::none()
+        };
         otel::attribute(&span, "db.system", backend);
         otel::attribute(&span, "db.operation.name", name);
         let result = call.instrument(span.clone()).await;
