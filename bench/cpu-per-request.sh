@@ -14,10 +14,17 @@
 # RELAY_BASELINE=PATH (another relay build, e.g. the previous release), a seventh pair compares this build
 # with that one, both with full telemetry and no OTLP endpoint: before/after in one run; with
 # RELAY_BASELINE_AS=relay-log-buffer (any relay set-up of bench/lib/common.sh), both in that set-up.
+# With RELAY_CACHE_TTL=0s every relay answers from its store (no read cache): each request then makes a
+# store call too, with its span and its debug line; the figures go to cpu-per-request-uncached.md.
 # Usage: bench/cpu-per-request.sh [SECONDS_PER_RUN (4)] [ROUNDS (15)]. Writes bench/results/cpu-per-request.md.
 source "$(dirname "$0")/lib/common.sh"
 duration=${1:-4}
 rounds=${2:-15}
+case ${RELAY_CACHE_TTL-unset} in
+  unset) results=bench/results/cpu-per-request.md ;;
+  0 | 0s) results=bench/results/cpu-per-request-uncached.md ;;
+  *) echo "RELAY_CACHE_TTL=$RELAY_CACHE_TTL: only 0s (uncached GETs) is a mode of this benchmark" >&2; exit 1 ;;
+esac
 need_wrk
 need_otlp_sink
 build_get_servers
@@ -61,9 +68,10 @@ for round in $(seq 1 "$rounds"); do
   echo "$line µs per request"
 done
 
-python3 - "$work" "$rounds" "$duration" "$(machine)" "${RELAY_BASELINE:-}" "$baseline_as" > bench/results/cpu-per-request.md <<'PY'
+python3 - "$work" "$rounds" "$duration" "$(machine)" "${RELAY_BASELINE:-}" "$baseline_as" "${RELAY_CACHE_TTL:-}" > "$results" <<'PY'
 import statistics, sys
-work, rounds, duration, machine, baseline, baseline_as = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
+work, rounds, duration, machine, baseline, baseline_as, cache_ttl = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7]
+uncached = cache_ttl != ""
 pairs = [("relay-telemetry-on", "relay-telemetry-off"), ("relay-telemetry-on", "hello"),
          ("relay-telemetry-off", "relay-control"), ("relay-log-buffer", "relay-telemetry-on"),
          ("relay-otel", "relay-telemetry-on"), ("relay-otel-sampled", "relay-telemetry-on")]
@@ -84,8 +92,9 @@ def spread(values):
 
 runs = {(name, p): micros(name, p) for p, pair in enumerate(pairs) for name in pair}
 ratio = lambda p, a, b: [x / y for x, y in zip(runs[(a, p)], runs[(b, p)])]
-print("# Server CPU per GET by id: relay vs bare axum, telemetry on vs off\n")
-print(f"Measured {machine}. `bench/cpu-per-request.sh {duration} {rounds}`: release build. Two servers at a time,")
+print(f"# Server CPU per GET by id{', uncached' if uncached else ''}: relay vs bare axum, telemetry on vs off\n")
+command = f"{'RELAY_CACHE_TTL=' + cache_ttl + ' ' if uncached else ''}bench/cpu-per-request.sh {duration} {rounds}"
+print(f"Measured {machine}. `{command}`: release build. Two servers at a time,")
 print(f"loaded together for {duration} s (wrk 1 thread / 32 connections each, both on core 1; both servers on core 0),")
 print(f"{len(pairs)} pairs per round, {rounds} rounds, fresh processes for every pair. CPU is each server process's own")
 print("CPU time over the run (`/proc/PID/task/*/schedstat`) divided by the requests its wrk completed. Telemetry")
@@ -93,7 +102,9 @@ print("on: a JSON line per request to a file and Prometheus metrics; off: `RELAY
 print("a second telemetry-off relay; relay-log-buffer is telemetry on with `RELAY_LOG_BUFFER=debug`; relay-otel is")
 print("telemetry on exporting every request's spans (`OTEL_TRACES_SAMPLER=always_on`) over OTLP/HTTP to a sink on")
 print("core 1 that decodes and counts them. Sharing a core costs each server some cache, so the figures sit above those")
-print("of a server running alone; the ratios are what this measures.\n")
+print("of a server running alone; the ratios are what this measures.")
+print("Every relay answers each GET from its SQLite store (no read cache), so each request also makes a store call.\n"
+      if uncached else "Every relay answers each GET from its read cache after the first.\n")
 print("| pair | server | CPU µs per request, median | min | max |\n|---|---|---:|---:|---:|")
 for p, pair in enumerate(pairs):
     for name in pair:
@@ -115,11 +126,13 @@ print(f"- OpenTelemetry at the stacks' default, 5% of the requests exported, ote
 exported = sum(int(open(f"{work}/spans.4.{r}").read()) for r in range(1, rounds + 1))
 served = sum(int(open(f"{work}/relay-otel.4.{r}.cpu").read().split()[0])
              + int(open(f"{work}/relay-otel.4.{r}.warm").read() or 0) for r in range(1, rounds + 1))
-print(f"  - spans the sink received per request relay-otel served, warm-up included (each GET is answered from "
-      f"the cache: one server span, no store span; below 1.00, the SDK dropped spans): **{exported / served:.3f}**")
+per_request = ("one server span and its store span; below 2.00" if uncached
+               else "each GET is answered from the cache: one server span, no store span; below 1.00")
+print(f"  - spans the sink received per request relay-otel served, warm-up included ({per_request}, "
+      f"the SDK dropped spans): **{exported / served:.3f}**")
 if baseline:
     print(f"- this build vs the baseline build ({baseline.split('/')[-1]}), both as {baseline_as}, CPU per request, "
           f"this/baseline - 1 (pair 7; negative: this build is cheaper): "
           f"{spread([r - 1 for r in ratio(6, baseline_as, 'relay-baseline')])}")
 PY
-cat bench/results/cpu-per-request.md
+cat "$results"
