@@ -9,9 +9,10 @@
 # apart, relay on with the debug buffer + relay on (what the buffer costs a successful request), and relay
 # on exporting every request's spans over OTLP to a loopback sink + relay on (what OpenTelemetry at 100%
 # sampling costs; the sink counts the spans it received, so spans the SDK dropped show), and the same at 5%
-# (the stacks' default ratio). Fresh processes every round; the two load generators start in alternating
-# order. Loopback only; about 7 minutes. With
-# RELAY_BASELINE=PATH (another relay build, e.g. the previous release), a seventh pair compares this build
+# (the stacks' default ratio), and relay off + hello-world (what the relay costs beyond its telemetry: the
+# ceiling of the on + hello-world ratio). Fresh processes every round; the two load generators start in
+# alternating order. Loopback only; about 8 minutes. With
+# RELAY_BASELINE=PATH (another relay build, e.g. the previous release), an eighth pair compares this build
 # with that one, both with full telemetry and no OTLP endpoint: before/after in one run; with
 # RELAY_BASELINE_AS=relay-log-buffer (any relay set-up of bench/lib/common.sh), both in that set-up.
 # With RELAY_CACHE_TTL=0s every relay answers from its store (no read cache): each request then makes a
@@ -30,7 +31,8 @@ need_otlp_sink
 build_get_servers
 
 pairs=("relay-telemetry-on relay-telemetry-off" "relay-telemetry-on hello" "relay-telemetry-off relay-control"
-       "relay-log-buffer relay-telemetry-on" "relay-otel relay-telemetry-on" "relay-otel-sampled relay-telemetry-on")
+       "relay-log-buffer relay-telemetry-on" "relay-otel relay-telemetry-on" "relay-otel-sampled relay-telemetry-on"
+       "relay-telemetry-off hello")
 baseline_as=${RELAY_BASELINE_AS:-relay-telemetry-on}
 [ -z "${RELAY_BASELINE:-}" ] || pairs+=("$baseline_as relay-baseline")
 # cpu_ns PID: CPU time of all the process's threads so far, in nanoseconds.
@@ -74,7 +76,8 @@ work, rounds, duration, machine, baseline, baseline_as, cache_ttl = sys.argv[1],
 uncached = cache_ttl != ""
 pairs = [("relay-telemetry-on", "relay-telemetry-off"), ("relay-telemetry-on", "hello"),
          ("relay-telemetry-off", "relay-control"), ("relay-log-buffer", "relay-telemetry-on"),
-         ("relay-otel", "relay-telemetry-on"), ("relay-otel-sampled", "relay-telemetry-on")]
+         ("relay-otel", "relay-telemetry-on"), ("relay-otel-sampled", "relay-telemetry-on"),
+         ("relay-telemetry-off", "hello")]
 if baseline:
     pairs.append((baseline_as, "relay-baseline"))
 
@@ -130,9 +133,11 @@ per_request = ("one server span and its store span; below 2.00" if uncached
                else "each GET is answered from the cache: one server span, no store span; below 1.00")
 print(f"  - spans the sink received per request relay-otel served, warm-up included ({per_request}, "
       f"the SDK dropped spans): **{exported / served:.3f}**")
+print(f"- relay with telemetry off as a share of hello-world's requests per CPU second (pair 7: what the "
+      f"relay costs beyond telemetry, its ceiling for the bar of pair 2): {spread(ratio(6, 'hello', 'relay-telemetry-off'))}")
 if baseline:
     print(f"- this build vs the baseline build ({baseline.split('/')[-1]}), both as {baseline_as}, CPU per request, "
-          f"this/baseline - 1 (pair 7; negative: this build is cheaper): "
-          f"{spread([r - 1 for r in ratio(6, baseline_as, 'relay-baseline')])}")
+          f"this/baseline - 1 (pair 8; negative: this build is cheaper): "
+          f"{spread([r - 1 for r in ratio(7, baseline_as, 'relay-baseline')])}")
 PY
 cat "$results"
