@@ -87,6 +87,12 @@ impl Backend {
             Self::Dynamodb => "dynamodb",
         }
     }
+
+    /// Whether the backend writes lines of its own during an operation: DynamoDB one per call
+    /// attempt (`dynamodb/attempts.rs`); SQLite and memory none.
+    pub const fn logs_inside_operations(self) -> bool {
+        matches!(self, Self::Dynamodb)
+    }
 }
 
 impl fmt::Display for Backend {

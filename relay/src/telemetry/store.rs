@@ -1,8 +1,9 @@
 //! A `Store` wrapper that times every operation and emits `StoreOperationCompleted` for it, so every
 //! backend is observed the same way without a line of telemetry inside the backends (which never
-//! import telemetry). On DynamoDB, each operation runs in a debug-level `store` span (`op`,
-//! `backend`), so what the backend logs at debug during it (its call attempts) says which operation
-//! it was part of; the other backends log nothing inside, and get the span only when it is exported.
+//! import telemetry). On a backend that logs inside its operations (DynamoDB's call attempts,
+//! `Backend::logs_inside_operations`), each operation runs in a debug-level `store` span (`op`,
+//! `backend`), so those lines say which operation they were part of; the others write no line
+//! inside (the operation's own line carries both fields) and get the span only when it is exported.
 //! With OpenTelemetry on, that span is exported as the request span's child, named by the operation,
 //! with `db.system` and `db.operation.name`, status error when the store failed; the attempts are its
 //! events.
@@ -44,15 +45,11 @@ impl InstrumentedStore {
         call: impl Future<Output = StoreResult<T>>,
     ) -> StoreResult<T> {
         let start = Instant::now();
-        // The lines the backend writes during the call (DynamoDB's attempts) carry `op` and
-        // `backend`. Only where something reads it: a backend that writes lines of its own, or a
-        // request whose spans are exported; SQLite and memory write none, and the operation's own
-        // line carries both fields. A debug span: nothing is made unless the relay's debug lines
-        // are on (buffer or sampling) or spans are exported.
-        let (name, backend) = (op.as_str(), self.inner.backend().as_str());
-        let span = if self.inner.backend() == Backend::Dynamodb
-            || otel::exported(&tracing::Span::current())
-        {
+        // The span only where something reads it (module docs); a debug span, so even then nothing
+        // is made unless the relay's debug lines are on (buffer or sampling) or spans are exported.
+        let kind = self.inner.backend();
+        let (name, backend) = (op.as_str(), kind.as_str());
+        let span = if kind.logs_inside_operations() || otel::exported(&tracing::Span::current()) {
             tracing::debug_span!("store", op = name, backend, "otel.name" = name)
         } else {
             tracing::Span::none()
