@@ -407,6 +407,12 @@ def report(results: dict, machine: str) -> str:
                "(`bench/lib/capacity_units.py`, tested in `infra/tests/test_cost_model.py`), indexes "
                "included; ms: billed duration (wall time rounded up to the millisecond, the meter's own "
                "lookups taken off; DynamoDB's latency here is the local server's).\n")
+    for label in labels:
+        summary = results[label]["summary"]
+        per_op = {op: s["log_bytes"] + s["emf_bytes"] for op, s in summary.items()}
+        low, high = min(per_op, key=per_op.get), max(per_op, key=per_op.get)
+        out.append(f"Log per warm invocation at `info` ({label}): {per_op[low]:.0f} B ({low}) to "
+                   f"{per_op[high]:.0f} B ({high}), request line and EMF together.\n")
     out.append("## Per million requests of the mix\n")
     out.append("| item | " + " | ".join(labels) + " |")
     out.append("|---|" + "---:|" * len(labels))
@@ -435,12 +441,10 @@ def report(results: dict, machine: str) -> str:
                "commit together; a PutItem and an UpdateItem would cost half, and a crash between them would "
                "leave the count wrong for good. A stream consumer could count without the transaction, at the "
                "price of a second function and a lag.")
-    out.append("- **`GET /messages` reads its 16 shards strongly consistent** (16 read units). Eventually "
-               "consistent reads would cost 8 and save about $0.20 per million requests of this mix, but the "
-               "count could then miss the caller's own create of the moment before: the canary's round trip "
-               "checks exactly that (a count of 0 while its message exists fails the probe), and the web app "
-               "shows the count after a send. Changing it means stating that lag in the count contract and "
-               "letting the canary read again once.")
+    out.append("- **`GET /app` reads its count shards strongly consistent** (17 read units with its page): "
+               "the page's timestamps and its count must agree, and it is 3% of the mix. `GET /messages` reads "
+               "them eventually consistent (8 units instead of 16; the count may miss the last moment's "
+               "writes, README \"Storage and counting\").")
     out.append("- **Lambda's START/END/REPORT lines** stay: the dashboard's cold-start widget and two runbooks "
                "read `@initDuration`, `@duration` and `@maxMemoryUsed` from the REPORT line.")
     cold = [r for r in results[labels[-1]]["records"] if r["cold"]][0]

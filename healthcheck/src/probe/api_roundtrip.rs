@@ -1,10 +1,12 @@
 //! The API round trip: create a message with a short TTL and a canary marker, read it back and compare,
-//! read the count, delete it. If any step after the create fails, the probe still tries the delete, and
+//! read the count (once more after a pause if it is 0), delete it. If any step after the create fails, the probe still tries the delete, and
 //! the 60 s TTL removes the message even if that fails too: a canary must never leave data behind.
 //!
 //! It must never check that a read after the delete is 404: with several relay instances each holding
 //! a read cache, another instance may serve the deleted message for up to its cache TTL (see README,
 //! "Storage and counting"). That is documented behaviour, and a canary that pages on it would be wrong.
+
+use std::time::Duration;
 
 use chrono::Utc;
 use reqwest::StatusCode;
@@ -12,12 +14,17 @@ use reqwest::header::LOCATION;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::http::{Session, header_str};
+use super::http::{Fetched, Session, header_str};
 use crate::outcome::Failure;
 use crate::text::one_line;
 
 /// Long enough for the round trip under any budget, short enough that a leaked message goes quickly.
 pub const TTL_SECONDS: i64 = 60;
+
+/// A count read just after the create may not include it yet (on DynamoDB the relay reads the count
+/// eventually consistent: README, "Storage and counting"), so a count of 0 is read once more after
+/// this pause before it fails the probe.
+pub const COUNT_SETTLE: Duration = Duration::from_millis(500);
 
 /// How canary messages start, so people (and log queries) can tell them from real traffic.
 pub const MARKER: &str = "relayops-canary";
@@ -33,6 +40,15 @@ struct MessageResource {
 #[derive(Debug, Deserialize)]
 struct Count {
     count: u64,
+}
+
+/// `GET /messages` and its count.
+async fn read_count(session: &mut Session<'_>) -> Result<(Fetched, Count), Failure> {
+    let counted = session.get("/messages").await?;
+    counted.expect_status(StatusCode::OK)?;
+    counted.expect_content_type(&["application/json"])?;
+    let count = counted.json("a count {\"count\": n}")?;
+    Ok((counted, count))
 }
 
 pub async fn check(session: &mut Session<'_>) -> Result<String, Failure> {
@@ -93,14 +109,16 @@ pub async fn check(session: &mut Session<'_>) -> Result<String, Failure> {
             )));
         }
 
-        let counted = session.get("/messages").await?;
-        counted.expect_status(StatusCode::OK)?;
-        counted.expect_content_type(&["application/json"])?;
-        let count: Count = counted.json("a count {\"count\": n}")?;
+        let (mut counted, mut count) = read_count(session).await?;
         if count.count == 0 {
-            return Err(
-                counted.mismatch("the count is 0 while the canary's message exists".to_owned())
-            );
+            tokio::time::sleep(COUNT_SETTLE).await;
+            (counted, count) = read_count(session).await?;
+        }
+        if count.count == 0 {
+            return Err(counted.mismatch(format!(
+                "the count is 0 while the canary's message exists (read twice, {} ms apart)",
+                COUNT_SETTLE.as_millis()
+            )));
         }
 
         let deleted = session.delete(&path).await?;

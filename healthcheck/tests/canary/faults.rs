@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use healthcheck::names::Budgets;
 use healthcheck::names::{FailureKind, ProbeName};
 use healthcheck::outcome::ProbeResult;
 use healthcheck::{Report, run_canary};
+use serde_json::{Value, json};
 
 use crate::helpers::CanaryTarget;
 use crate::helpers::{
@@ -228,6 +229,93 @@ async fn a_read_back_that_differs_fails_and_the_message_is_still_deleted() {
         requests.last().map(String::as_str),
         Some("DELETE /messages/0192f3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b"),
         "the canary cleans up after a failure: {requests:?}"
+    );
+}
+
+/// A relay whose round trip is right except its count: `GET /messages` answers each of `counts` in
+/// turn (the last one from then on).
+fn counting_relay(counts: &'static [u64]) -> Vec<(&'static str, MethodRouter)> {
+    const ID: &str = "0192f3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b";
+    let posted: Arc<std::sync::Mutex<String>> = Arc::default();
+    let (on_post, on_get) = (posted.clone(), posted);
+    let reads = Arc::new(AtomicUsize::new(0));
+    let resource =
+        |text: String| json!({"id": ID, "message": text, "created_at": "x", "expires_at": "y"});
+    vec![
+        (
+            "/messages",
+            post(move |body: axum::Json<Value>| async move {
+                let text = body["message"].as_str().unwrap_or_default().to_owned();
+                *on_post.lock().unwrap() = text.clone();
+                let location = [(axum::http::header::LOCATION, format!("/messages/{ID}"))];
+                (StatusCode::CREATED, location, axum::Json(resource(text)))
+            })
+            .get(move || async move {
+                let read = reads.fetch_add(1, Ordering::SeqCst).min(counts.len() - 1);
+                axum::Json(json!({"count": counts[read]}))
+            }),
+        ),
+        (
+            "/messages/{id}",
+            get(move || async move { axum::Json(resource(on_get.lock().unwrap().clone())) })
+                .delete(|| async { StatusCode::NO_CONTENT }),
+        ),
+    ]
+}
+
+fn requests_of(seen: &crate::helpers::Seen) -> Vec<String> {
+    seen.requests()
+        .into_iter()
+        .map(|(m, p, _, _)| format!("{m} {p}"))
+        .collect()
+}
+
+/// A count that does not include the canary's message yet (the relay reads it eventually
+/// consistent on DynamoDB) is read once more after a pause, and then it passes.
+#[tokio::test]
+async fn a_count_of_0_is_read_again_and_passes_once_it_includes_the_message() {
+    let (addr, seen) = spawn_fake(counting_relay(&[0, 1])).await;
+    let mut settings = settings_for(addr);
+    settings.probes = vec![ProbeName::ApiRoundtrip];
+
+    let report = run_canary(&settings).await;
+    let roundtrip = probe(&report, ProbeName::ApiRoundtrip);
+    assert!(roundtrip.ok, "{}", report.to_json());
+    assert_eq!(
+        roundtrip.note.as_deref(),
+        Some("created, read back, counted (1), deleted")
+    );
+    let counts = requests_of(&seen)
+        .into_iter()
+        .filter(|r| r == "GET /messages")
+        .count();
+    assert_eq!(counts, 2, "{:?}", requests_of(&seen));
+}
+
+/// A count still 0 when read again fails the round trip, and the message is still deleted.
+#[tokio::test]
+async fn a_count_still_0_when_read_again_fails_and_the_message_is_deleted() {
+    let (addr, seen) = spawn_fake(counting_relay(&[0])).await;
+    let mut settings = settings_for(addr);
+    settings.probes = vec![ProbeName::ApiRoundtrip];
+
+    let report = run_canary(&settings).await;
+    let roundtrip = probe(&report, ProbeName::ApiRoundtrip);
+    assert_eq!(roundtrip.failure, Some(FailureKind::Mismatch));
+    assert_eq!(
+        reason(roundtrip),
+        "GET /messages: the count is 0 while the canary's message exists (read twice, 500 ms apart)"
+    );
+    let requests = requests_of(&seen);
+    assert_eq!(
+        requests.iter().filter(|r| *r == "GET /messages").count(),
+        2,
+        "{requests:?}"
+    );
+    assert_eq!(
+        requests.last().map(String::as_str),
+        Some("DELETE /messages/0192f3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b"),
+        "{requests:?}"
     );
 }
 

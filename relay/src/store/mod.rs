@@ -189,7 +189,10 @@ pub trait Store: Send + Sync + 'static {
     /// Delete a message that exists and has not expired; return it as it was. Decrements the count once.
     async fn delete_message(&self, id: MessageId, now: DateTime<Utc>) -> StoreResult<Message>;
 
-    /// The number of stored messages, in O(1).
+    /// The number of stored messages, in O(1). Every acknowledged create and delete is in it once; on
+    /// DynamoDB it is read eventually consistent (half the read units), so the writes of the last
+    /// moment (DynamoDB's replication lag, usually well under a second) may not be in it yet. The
+    /// embedded stores include every write acknowledged before the call.
     async fn count_messages(&self) -> StoreResult<u64>;
 
     /// Remove up to `limit` messages (and idempotency records) that expired before `now`; return how many

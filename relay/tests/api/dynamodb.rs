@@ -202,6 +202,130 @@ async fn create_counted(store: &DynamoStore) {
     store.create_message(&message, None).await.unwrap();
 }
 
+/// A forwarding proxy between a store and the local server that records every call the store makes:
+/// its `X-Amz-Target` operation and its JSON body.
+struct RecordingProxy {
+    url: String,
+    calls: Arc<std::sync::Mutex<Vec<(String, Value)>>>,
+}
+
+impl RecordingProxy {
+    async fn start(upstream: String) -> Self {
+        use axum::body::{Body, to_bytes};
+        use axum::http::Request;
+        let calls: Arc<std::sync::Mutex<Vec<(String, Value)>>> = Arc::default();
+        let recorded = calls.clone();
+        let client = reqwest::Client::new();
+        let forward = move |request: Request<Body>| {
+            let (client, upstream, recorded) = (client.clone(), upstream.clone(), recorded.clone());
+            async move {
+                let (parts, body) = request.into_parts();
+                let body = to_bytes(body, usize::MAX).await.unwrap();
+                let target = parts.headers["x-amz-target"].to_str().unwrap();
+                let op = target.rsplit('.').next().unwrap().to_owned();
+                let json = serde_json::from_slice(&body).unwrap();
+                recorded.lock().unwrap().push((op, json));
+                let mut headers = parts.headers.clone();
+                headers.remove("host");
+                let answer = client
+                    .post(&upstream)
+                    .headers(headers)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = answer.status().as_u16();
+                let answer_headers = answer.headers().clone();
+                let mut response =
+                    axum::response::Response::new(Body::from(answer.bytes().await.unwrap()));
+                *response.status_mut() = axum::http::StatusCode::from_u16(status).unwrap();
+                for name in ["content-type", "x-amzn-requestid"] {
+                    if let Some(value) = answer_headers.get(name) {
+                        response.headers_mut().insert(name, value.clone());
+                    }
+                }
+                response
+            }
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = axum::Router::new().fallback(forward);
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { url, calls }
+    }
+
+    /// The calls recorded since the last `take`.
+    fn take(&self) -> Vec<(String, Value)> {
+        std::mem::take(&mut *self.calls.lock().unwrap())
+    }
+}
+
+/// `ConsistentRead` of each read call in `calls`, by operation (a `BatchGetItem` per table).
+fn read_consistency(calls: &[(String, Value)]) -> Vec<(String, bool)> {
+    let consistent = |spec: &Value| spec["ConsistentRead"].as_bool().unwrap_or(false);
+    calls
+        .iter()
+        .flat_map(|(op, body)| match op.as_str() {
+            "BatchGetItem" => body["RequestItems"]
+                .as_object()
+                .unwrap()
+                .values()
+                .map(|spec| (op.clone(), consistent(spec)))
+                .collect(),
+            "GetItem" | "Query" => vec![(op.clone(), consistent(body))],
+            _ => vec![],
+        })
+        .collect()
+}
+
+/// The count reads its shards eventually consistent (half the read units: 8 for 16 shards); a message,
+/// the saved string and the `/app` page (whose count must agree with its timestamps) strongly. Seen on
+/// the wire, through a proxy that records every call the store makes.
+#[tokio::test]
+async fn only_the_message_count_reads_eventually_consistent() {
+    let proxy = RecordingProxy::start(local_endpoint()).await;
+    let store = fresh_store(&proxy.url, "consistency").await;
+    let message = Message::new(MessageBody::from_stored("counted"), None);
+    store.create_message(&message, None).await.unwrap();
+    store.append_timestamp(now()).await.unwrap();
+    proxy.take();
+
+    assert_eq!(store.count_messages().await.unwrap(), 1);
+    let count = read_consistency(&proxy.take());
+    assert_eq!(
+        count,
+        vec![("BatchGetItem".to_owned(), false)],
+        "GET /messages"
+    );
+
+    assert!(
+        store
+            .get_message(message.id, now())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    store.get_saved().await.unwrap();
+    let page = store
+        .list_timestamps(relay::domain::PageLimit::DEFAULT, None)
+        .await
+        .unwrap();
+    assert_eq!(page.total, 1);
+    let mut others = read_consistency(&proxy.take());
+    others.sort();
+    assert_eq!(
+        others,
+        [
+            ("BatchGetItem", true),
+            ("GetItem", true),
+            ("GetItem", true),
+            ("Query", true)
+        ]
+        .map(|(op, strong)| (op.to_owned(), strong)),
+        "get by id, saved string, /app page"
+    );
+}
+
 /// `relay count-shards` raises the counters' shards while other processes keep the old number: every
 /// count stays exact, including one read by a process that never heard of the raise; lowering is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

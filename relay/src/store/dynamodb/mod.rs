@@ -4,7 +4,10 @@
 //! How it keeps the `Store` contract:
 //! - the message count is a sharded counter ([`schema::COUNTER_SHARDS`] items, raised per table with
 //!   `relay count-shards`, see [`shards`]), changed in the same `TransactWriteItems` as the create or
-//!   delete it counts, and read with one `BatchGetItem` per 100 shards;
+//!   delete it counts, and read with one `BatchGetItem` per 100 shards, eventually consistent for
+//!   `GET /messages` (8 read units where a strong read costs 16; the count may miss the writes of
+//!   the last moment) and strongly consistent for the `/app` page, whose count must agree with its
+//!   timestamps;
 //! - a create never overwrites (`attribute_not_exists`), and a delete is conditional on the revision it
 //!   read, so of concurrent deletes of one message exactly one commits and counts it down;
 //! - reads compare the exact expiry (µs), so an expired message is never returned, whether or not it
@@ -39,7 +42,7 @@ use self::schema::{
     n, ping_key, replayed_from_item, s, saved_from_item, saved_item, saved_key,
 };
 pub use self::schema::{TABLE, TableDefinition, table_definition};
-use self::table::{CONTENTION_RETRIES, Table};
+use self::table::{CONTENTION_RETRIES, Read, Table};
 use super::{Backend, Created, Store, StoreError, StoreResult};
 use crate::domain::{
     IdempotencyKey, LogCursor, LogPage, Message, MessageId, MessageUpdate, PageLimit, Precondition,
@@ -163,7 +166,11 @@ impl Store for DynamoStore {
                 // The key was used within its retention: nothing was written; replay the first message.
                 let record = match cancelled.old_item(RECORD) {
                     Some(item) => Some(item.clone()),
-                    None => self.table.get_item(op, idempotency_key(key), true).await?,
+                    None => {
+                        self.table
+                            .get_item(op, idempotency_key(key), Read::Strong)
+                            .await?
+                    }
                 };
                 if let Some(first) = record
                     .map(|item| replayed_from_item(&item, message.created_at))
@@ -342,7 +349,7 @@ impl Store for DynamoStore {
 
     async fn count_messages(&self) -> StoreResult<u64> {
         self.table
-            .read_counter("count_messages", Counter::Messages)
+            .read_counter("count_messages", Counter::Messages, Read::Eventual)
             .await
     }
 
@@ -384,7 +391,8 @@ impl Store for DynamoStore {
         let limit = limit.get() as usize;
         // One more than a page tells whether there is a next page.
         let (total, mut entries) = tokio::try_join!(
-            self.table.read_counter("list_timestamps", Counter::Log),
+            self.table
+                .read_counter("list_timestamps", Counter::Log, Read::Strong),
             self.table.read_log(limit + 1, cursor),
         )?;
         let more = entries.len() > limit;
@@ -402,7 +410,7 @@ impl Store for DynamoStore {
 
     async fn get_saved(&self) -> StoreResult<Option<SavedValue>> {
         self.table
-            .get_item("get_saved", saved_key(), true)
+            .get_item("get_saved", saved_key(), Read::Strong)
             .await?
             .map(|item| saved_from_item(&item))
             .transpose()
@@ -424,7 +432,7 @@ impl Store for DynamoStore {
         // A GetItem of a key never written: half a read unit, and the only permission it needs is the
         // one the relay has anyway (DescribeTable would need its own).
         self.table
-            .get_item("ping", ping_key(), false)
+            .get_item("ping", ping_key(), Read::Eventual)
             .await
             .map(|_| ())
     }

@@ -173,7 +173,7 @@ pub const TTL_GRACE_SECONDS: i64 = 24 * 60 * 60;
 /// raises it (see `shards.rs`), up to [`MAX_COUNTER_SHARDS`].
 pub const COUNTER_SHARDS: usize = 16;
 
-/// The most shards a counter may have: every count reads each one (a read unit apiece).
+/// The most shards a counter may have: every count reads each one (half a read unit apiece).
 pub const MAX_COUNTER_SHARDS: usize = 1000;
 
 /// On shard 0 of a counter: how many shards readers must sum (absent: [`COUNTER_SHARDS`]).

@@ -3,8 +3,10 @@
 //! readers sum every shard up to the number they find on shard 0, which they read with the others, so a
 //! new shard (starting at zero) never goes uncounted, even by a process that has not heard of it; writers
 //! learn the number from the counts they read, and from shard 0 at most every [`REFRESH`], and until then
-//! keep adding to the shards they know, which are still summed. Lowering is refused: each dropped shard's
-//! value would first have to be folded into a kept one.
+//! keep adding to the shards they know, which are still summed. An eventually consistent count read
+//! may see shard 0 as it was a moment ago and leave out a just-raised shard's first adds: late by the
+//! same lag as every such read, never wrong once the lag has passed. Lowering is refused: each dropped
+//! shard's value would first have to be folded into a kept one.
 //!
 //! Must never: let a reader sum fewer shards than shard 0 names.
 

@@ -20,7 +20,7 @@ use super::schema::{
     Counter, EXPIRES_AT, EXPIRES_AT_US, EXPIRY_BUCKET, EXPIRY_INDEX, EXPIRY_SHARDS, Item, PK, SK,
     SWEEP_FROM_HOUR, expiry_bucket, get_opt_i64, hour_end, hour_of, micros, n, s, sweep_key,
 };
-use super::table::Table;
+use super::table::{Read, Table};
 use crate::store::{StoreError, StoreResult};
 
 /// An hour's bucket is only declared empty this long after the hour ended: a relay whose clock runs
@@ -183,7 +183,7 @@ async fn delete_one(store: &Table, key: Item, now_us: i64) -> StoreResult<bool> 
 }
 
 async fn watermark(store: &Table) -> StoreResult<Option<i64>> {
-    match store.get_item(OP, sweep_key(), true).await? {
+    match store.get_item(OP, sweep_key(), Read::Strong).await? {
         Some(item) => get_opt_i64(&item, SWEEP_FROM_HOUR),
         None => Ok(None),
     }

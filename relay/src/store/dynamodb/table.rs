@@ -1,6 +1,5 @@
 //! The table as the DynamoDB store uses it: a client and a table name, and the calls every store
-//! operation (and the sweeper) is built from: a consistent `GetItem`, a transaction retried on
-//! contention, the transaction items (put, delete, counter shard), the counter sum and the log query.
+//! operation (and the sweeper) is built from: a `GetItem`, a transaction retried on contention, the transaction items (put, delete, counter shard), the counter sum and the log query.
 //! Knows the schema's names, not the `Store` contract.
 
 use std::sync::Arc;
@@ -30,6 +29,22 @@ use crate::store::{StoreError, StoreResult};
 pub(super) const CONTENTION_RETRIES: u32 = 4;
 pub(super) const CONDITION_FAILED: &str = "ConditionalCheckFailed";
 
+/// How a read sees the writes before it, and what it costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Read {
+    /// Every write acknowledged before the read: one read unit per 4 KB of each item.
+    Strong,
+    /// Half the read units; a write acknowledged within DynamoDB's replication lag (usually well
+    /// under a second) may not be seen yet. For the message count and the ping only.
+    Eventual,
+}
+
+impl Read {
+    fn consistent(self) -> bool {
+        self == Self::Strong
+    }
+}
+
 /// One DynamoDB table through one client.
 #[derive(Clone)]
 pub(super) struct Table {
@@ -53,14 +68,14 @@ impl Table {
         &self,
         op: &str,
         key: Item,
-        consistent: bool,
+        read: Read,
     ) -> StoreResult<Option<Item>> {
         let output = self
             .client
             .get_item()
             .table_name(self.name.as_ref())
             .set_key(Some(key))
-            .consistent_read(consistent)
+            .consistent_read(read.consistent())
             .send()
             .await
             .map_err(|e| self.error(op, e))?;
@@ -73,7 +88,7 @@ impl Table {
         op: &str,
         id: MessageId,
     ) -> StoreResult<Option<Message>> {
-        self.get_item(op, message_key(id), true)
+        self.get_item(op, message_key(id), Read::Strong)
             .await?
             .map(|item| message_from_item(id, &item))
             .transpose()
@@ -192,31 +207,36 @@ impl Table {
         Ok(TransactWriteItem::builder().update(update).build())
     }
 
-    /// The sum of a counter's shards: strongly consistent `BatchGetItem`s of every shard this process
-    /// knows, and of the rest when shard 0 names more (a raise this process had not seen), plus a retry
-    /// for any keys DynamoDB left unprocessed.
-    pub(super) async fn read_counter(&self, op: &str, counter: Counter) -> StoreResult<u64> {
+    /// The sum of a counter's shards: `BatchGetItem`s of every shard this process knows, and of the
+    /// rest when shard 0 names more (a raise this process had not seen), plus a retry for any keys
+    /// DynamoDB left unprocessed.
+    pub(super) async fn read_counter(
+        &self,
+        op: &str,
+        counter: Counter,
+        read: Read,
+    ) -> StoreResult<u64> {
         let mut total: i64 = 0;
-        let mut read = 0;
-        while read < self.shards.known(counter) {
-            let upto = self.shards.known(counter).min(read + BATCH_KEYS);
-            let keys: Vec<Item> = (read..upto).map(|i| counter.shard_key(i)).collect();
-            for item in self.read_shards(op, keys).await? {
+        let mut summed = 0;
+        while summed < self.shards.known(counter) {
+            let upto = self.shards.known(counter).min(summed + BATCH_KEYS);
+            let keys: Vec<Item> = (summed..upto).map(|i| counter.shard_key(i)).collect();
+            for item in self.read_shards(op, keys, read).await? {
                 // Shards go negative when a message is counted down on another shard than it was
                 // counted up on; only the sum means anything.
                 total += get_opt_i64(&item, SHARD_COUNT)?.unwrap_or(0);
                 self.learn_shards(counter, &item)?;
             }
-            read = upto;
+            summed = upto;
         }
         Ok(u64::try_from(total).unwrap_or(0))
     }
 
-    /// The shard items at `keys` (at most [`BATCH_KEYS`]), strongly consistent; absent ones are left out.
-    async fn read_shards(&self, op: &str, keys: Vec<Item>) -> StoreResult<Vec<Item>> {
+    /// The shard items at `keys` (at most [`BATCH_KEYS`]); absent ones are left out.
+    async fn read_shards(&self, op: &str, keys: Vec<Item>, read: Read) -> StoreResult<Vec<Item>> {
         let mut pending = KeysAndAttributes::builder()
             .set_keys(Some(keys))
-            .consistent_read(true)
+            .consistent_read(read.consistent())
             .projection_expression(format!("{PK}, {SHARD_COUNT}, {COUNTER_SHARDS_SET}"))
             .build()
             .map_err(build_error)?;
@@ -250,7 +270,7 @@ impl Table {
     /// Learn every counter's shard count from its shard 0 (for writers; readers learn as they read).
     pub(super) async fn read_shard_settings(&self) -> StoreResult<()> {
         let keys = Counter::ALL.iter().map(|c| c.shard_key(0)).collect();
-        let items = self.read_shards("count_shards", keys).await?;
+        let items = self.read_shards("count_shards", keys, Read::Strong).await?;
         for counter in Counter::ALL {
             let zero = counter.shard_key(0);
             if let Some(item) = items.iter().find(|item| item.get(PK) == zero.get(PK)) {
