@@ -69,7 +69,10 @@ async fn print_openapi(config: &Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match startup::build(config, store).openapi.to_pretty_json() {
+    match startup::build(config, store, Runtime::Server)
+        .openapi
+        .to_pretty_json()
+    {
         Ok(json) => {
             println!("{json}");
             ExitCode::SUCCESS

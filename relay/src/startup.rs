@@ -40,6 +40,7 @@ use crate::store::memory::MemoryStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{DynStore, StoreError};
 use crate::telemetry;
+use crate::telemetry::Runtime;
 use crate::telemetry::events::{Event, LogLinesDropped, MessagesExpired, RelayStarted};
 use crate::telemetry::handles::{self, UNMATCHED_ROUTE};
 use crate::telemetry::store::InstrumentedStore;
@@ -69,18 +70,19 @@ pub async fn open_store(config: &Config) -> Result<DynStore, StoreError> {
     Ok(Arc::new(InstrumentedStore::new(inner)))
 }
 
-/// Build the application over an already opened store.
-pub fn build(config: &Config, store: DynStore) -> App {
+/// Build the application over an already opened store, for `runtime`.
+pub fn build(config: &Config, store: DynStore, runtime: Runtime) -> App {
+    let prometheus = if config.no_telemetry {
+        None
+    } else {
+        telemetry::prometheus()
+    };
     let state = AppState::new(Context {
         messages: Messages::new(store.clone(), config.cache_ttl, config.cache_max_bytes),
         store: store.clone(),
         max_message_bytes: config.max_message_bytes as usize,
         admin_token: config.admin_token.clone(),
-        metrics: if config.no_telemetry {
-            None
-        } else {
-            telemetry::prometheus()
-        },
+        metrics: prometheus.clone(),
         ops: Default::default(),
     });
     let mut background = Vec::new();
@@ -140,8 +142,15 @@ pub fn build(config: &Config, store: DynStore) -> App {
                 }
             }
         }
-        handles::register(endpoints.iter().map(|(route, method)| (*route, method)));
-        telemetry::events::register_rare_event_counters(endpoints.iter().map(|(route, _)| *route));
+        let backend = store.backend();
+        handles::register(
+            endpoints.iter().map(|(route, method)| (*route, method)),
+            backend,
+        );
+        if prometheus.is_some() {
+            let routes = endpoints.iter().map(|(route, _)| *route);
+            telemetry::events::register_rare_event_counters(routes, backend);
+        }
     }
     // One stack around every route (and the fallback), outermost first. Per route, because the request
     // span and metrics need the matched route; in one `layer` call, because each call boxes every route
@@ -178,7 +187,7 @@ pub fn build(config: &Config, store: DynStore) -> App {
         .layer(DefaultBodyLimit::disable());
     let router = router.layer(layers).with_state(state);
 
-    background.push(spawn_sweeper(store.clone(), config.sweep_interval));
+    background.push(spawn_sweeper(store.clone(), config.sweep_interval, runtime));
     if !config.no_telemetry {
         background.push(spawn_dropped_log_reporter());
     }
@@ -241,9 +250,18 @@ fn spawn_dropped_log_reporter() -> JoinHandle<()> {
 }
 
 /// Remove expired messages every `interval`, in batches, so the count stays within one interval of exact.
-fn spawn_sweeper(store: DynStore, interval: Duration) -> JoinHandle<()> {
+/// A server sweeps at once (messages may have expired while it was down); a Lambda sandbox first after
+/// one interval, which keeps a DynamoDB query off its init and its first invocation (a sandbox whose
+/// first interval passes while it is frozen sweeps at its next invocation), and spares the table a
+/// sweep per sandbox when many start together.
+fn spawn_sweeper(store: DynStore, interval: Duration, runtime: Runtime) -> JoinHandle<()> {
+    let interval = interval.max(Duration::from_millis(100));
+    let first = match runtime {
+        Runtime::Server => tokio::time::Instant::now(),
+        Runtime::Lambda => tokio::time::Instant::now() + interval,
+    };
     tokio::spawn(async move {
-        let mut every = tokio::time::interval(interval.max(Duration::from_millis(100)));
+        let mut every = tokio::time::interval_at(first, interval);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
@@ -373,7 +391,7 @@ impl Application {
     pub async fn build(config: &Config) -> Result<Self, StartError> {
         let config = &crate::secrets::resolve(config.clone()).await?;
         let store = open_store(config).await?;
-        let app = build(config, store);
+        let app = build(config, store, Runtime::Server);
         let bind = |source| StartError::Bind {
             addr: config.listen,
             source,

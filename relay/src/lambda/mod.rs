@@ -30,7 +30,7 @@ pub async fn run(config: Config) -> Result<(), lambda_http::Error> {
     telemetry::install_emf(emf.clone())?;
     let config = crate::secrets::resolve(config).await?;
     let store = startup::open_store(&config).await?;
-    let app = startup::build(&config, store.clone());
+    let app = startup::build(&config, store.clone(), telemetry::Runtime::Lambda);
     RelayStarted {
         listen: "lambda",
         store: &config.store.to_string(),

@@ -380,18 +380,16 @@ impl Event for RelayStarted<'_> {
 }
 
 /// Every series of the labelled counters of rare events (store faults, rate limits, refused admin
-/// writes) at 0, for every label value they can take; called with the router's routes when the metric
-/// handles are registered. A series that first appears at 1 shows no increase in `rate()` (the first
-/// fault would be invisible), and a dashboard shows "No data" instead of 0. EMF leaves out counters
-/// that did not change, so this costs Lambda nothing.
-pub fn register_rare_event_counters<'a>(routes: impl Iterator<Item = &'a str>) {
-    for backend in Backend::ALL {
-        for op in StoreOp::ALL {
-            for code in StoreError::FAULT_CODES {
-                metrics::counter!(Metric::StoreErrorsTotal.as_str(), "backend" => backend.as_str(),
-                    "op" => op.as_str(), "error_code" => code)
-                .increment(0);
-            }
+/// writes) at 0, for every label value they can take on this relay (its routes, its store's backend);
+/// called when the metric handles are registered, for Prometheus only. A series that first appears at
+/// 1 shows no increase in `rate()` (the first fault would be invisible), and a dashboard shows "No
+/// data" instead of 0. EMF writes only counters that moved, so Lambda registers none of them.
+pub fn register_rare_event_counters<'a>(routes: impl Iterator<Item = &'a str>, backend: Backend) {
+    for op in StoreOp::ALL {
+        for code in StoreError::FAULT_CODES {
+            metrics::counter!(Metric::StoreErrorsTotal.as_str(), "backend" => backend.as_str(),
+                "op" => op.as_str(), "error_code" => code)
+            .increment(0);
         }
     }
     for route in routes {

@@ -1,6 +1,7 @@
 //! Metric handles, registered once when the router is built ([`register`]) and kept for the life of the
 //! process, like the recorder they belong to: the request metrics of every route and method the router
-//! serves, the duration of every store operation on every backend, and each unlabelled counter. Events
+//! serves, the duration of every store operation on the backend it serves from, and each unlabelled
+//! counter. Events
 //! update them without building a label or looking one up in the recorder's registry. A label set
 //! outside them (a method a route does not take, answered 405) goes through the registry, still from a
 //! bounded set: route templates, the method labels below, five status classes.
@@ -119,15 +120,17 @@ struct Handles {
     endpoints: BTreeMap<String, Vec<(&'static str, EndpointHandles)>>,
     /// By `Metric as usize`; a no-op for metrics that are not unlabelled counters.
     counters: Vec<Counter>,
-    /// By `[Backend as usize][StoreOp as usize]`.
-    store_durations: Vec<Vec<Histogram>>,
+    /// The backend the relay serves from, and its operations' durations by `StoreOp as usize`.
+    backend: Backend,
+    store_durations: Vec<Histogram>,
 }
 
 static HANDLES: OnceLock<Handles> = OnceLock::new();
 
-/// Register every handle, the request metrics for each `(route, method)`, all at zero so dashboards
-/// show 0 before the first request. The first call wins: the routes are the same in every build.
-pub fn register<'a>(endpoints: impl IntoIterator<Item = (&'a str, &'a Method)>) {
+/// Register every handle, the request metrics for each `(route, method)` and the store operations of
+/// `backend`, all at zero so dashboards show 0 before the first request. The first call wins: the
+/// routes are the same in every build, and a process serves from one store.
+pub fn register<'a>(endpoints: impl IntoIterator<Item = (&'a str, &'a Method)>, backend: Backend) {
     HANDLES.get_or_init(|| {
         let mut routes: BTreeMap<String, Vec<(&'static str, EndpointHandles)>> = BTreeMap::new();
         for (route, method) in endpoints {
@@ -148,21 +151,14 @@ pub fn register<'a>(endpoints: impl IntoIterator<Item = (&'a str, &'a Method)>) 
                 }
             })
             .collect();
-        let store_durations = Backend::ALL
+        let store_durations = StoreOp::ALL
             .iter()
-            .map(|backend| {
-                StoreOp::ALL
-                    .iter()
-                    .map(|op| {
-                        metrics::histogram!(Metric::StoreOperationDurationSeconds.as_str(),
-                            "backend" => backend.as_str(), "op" => op.as_str())
-                    })
-                    .collect()
-            })
+            .map(|op| store_duration(backend, *op))
             .collect();
         Handles {
             endpoints: routes,
             counters,
+            backend,
             store_durations,
         }
     });
@@ -179,10 +175,13 @@ pub fn increment(metric: Metric, by: u64) {
 /// Record how long a store operation took.
 pub fn record_store_duration(backend: Backend, op: StoreOp, latency: Duration) {
     let seconds = latency.as_secs_f64();
-    match HANDLES.get() {
-        Some(handles) => handles.store_durations[backend as usize][op as usize].record(seconds),
-        None => metrics::histogram!(Metric::StoreOperationDurationSeconds.as_str(),
-            "backend" => backend.as_str(), "op" => op.as_str())
-        .record(seconds),
+    match HANDLES.get().filter(|handles| handles.backend == backend) {
+        Some(handles) => handles.store_durations[op as usize].record(seconds),
+        None => store_duration(backend, op).record(seconds),
     }
+}
+
+fn store_duration(backend: Backend, op: StoreOp) -> Histogram {
+    metrics::histogram!(Metric::StoreOperationDurationSeconds.as_str(),
+        "backend" => backend.as_str(), "op" => op.as_str())
 }

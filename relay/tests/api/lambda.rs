@@ -332,3 +332,38 @@ async fn in_lambda_a_failed_invocation_writes_its_debug_buffer_and_a_good_one_no
         "{stdout}"
     );
 }
+
+/// The `sweep_expired` store lines a relay wrote (at debug).
+fn sweeps(stdout: &str) -> usize {
+    crate::helpers::parse_lines(stdout)
+        .iter()
+        .filter(|line| line["op"] == "sweep_expired")
+        .count()
+}
+
+/// A Lambda sandbox sweeps first one interval after it starts, not during its init and first
+/// invocation: with the default 30 s, a sandbox that lives a moment never sweeps; with 100 ms, it has
+/// swept by the time it is stopped (the stand-in stops it 300 ms after the answer).
+#[tokio::test]
+async fn in_lambda_the_first_sweep_waits_one_interval() {
+    let event = || vec![("inv-1".to_owned(), fixture("apigw-v2-get-count.json"))];
+    let (got, stdout) = run_invocations(event(), &[("RUST_LOG", "debug")]).await;
+    assert_eq!(got[0].1["statusCode"], 200, "{}", got[0].1);
+    assert!(
+        stdout.contains("\"op\":\"count_messages\""),
+        "store lines are written at debug: {stdout}"
+    );
+    assert_eq!(
+        sweeps(&stdout),
+        0,
+        "no sweep within the first 30 s: {stdout}"
+    );
+
+    let (got, stdout) = run_invocations(
+        event(),
+        &[("RUST_LOG", "debug"), ("RELAY_SWEEP_INTERVAL", "100ms")],
+    )
+    .await;
+    assert_eq!(got[0].1["statusCode"], 200, "{}", got[0].1);
+    assert!(sweeps(&stdout) >= 1, "swept after 100 ms: {stdout}");
+}

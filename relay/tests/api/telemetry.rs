@@ -64,7 +64,7 @@ fn request_lines_are_tracing_events_that_any_layer_sees() {
         runtime.block_on(async {
             let config = relay::config::Config::for_tests();
             let store = relay::startup::open_store(&config).await.unwrap();
-            let app = relay::startup::build(&config, store);
+            let app = relay::startup::build(&config, store, relay::telemetry::Runtime::Server);
             let request =
                 axum::http::Request::get("/messages/01a213d9-0e0c-7109-b209-559fdee526d4")
                     .body(axum::body::Body::empty())
@@ -873,4 +873,30 @@ async fn trace_context_is_read_from_traceparent_and_a_malformed_one_never_fails_
         is_hex(&none["trace_id"], 32)
             && traces.insert(none["trace_id"].as_str().unwrap().to_owned())
     );
+}
+
+/// A relay's `/metrics` holds the store series of the backend it serves from, at 0 before anything
+/// happened, and none of the other backends' (a process that serves from SQLite shows no memory or
+/// DynamoDB series to confuse a dashboard).
+#[tokio::test]
+async fn metrics_hold_only_the_served_backends_store_series() {
+    let relay = spawn_binary(&[("RELAY_STORE", "memory:")]).await;
+    let text = reqwest::get(format!("{}/metrics", relay.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    relay.kill();
+    assert!(
+        text.contains(
+            r#"relay_store_errors_total{backend="memory",op="create_message",error_code="unavailable"} 0"#
+        ),
+        "{text}"
+    );
+    let other: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(r#"backend="sqlite""#) || l.contains(r#"backend="dynamodb""#))
+        .collect();
+    assert!(other.is_empty(), "{other:?}");
 }
