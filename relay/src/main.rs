@@ -71,6 +71,7 @@ async fn print_openapi(config: &Config) -> ExitCode {
     };
     match startup::build(config, store, Runtime::Server)
         .openapi
+        .document()
         .to_pretty_json()
     {
         Ok(json) => {

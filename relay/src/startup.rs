@@ -54,7 +54,7 @@ pub struct App {
     /// Whether requests need the peer's address (`ConnectInfo`): only for rate limiting.
     peer_addresses: bool,
     pub store: DynStore,
-    pub openapi: utoipa::openapi::OpenApi,
+    pub openapi: OpenApiJson,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -116,21 +116,18 @@ pub fn build(config: &Config, store: DynStore, runtime: Runtime) -> App {
         .merge(assets::router())
         .split_for_parts();
     openapi::finish(&mut openapi);
-    // Serialized once: the document is fixed for the life of the process.
-    let spec = OpenApiJson(axum::body::Bytes::from(
-        serde_json::to_vec(&openapi).unwrap_or_default(),
-    ));
+    let spec = OpenApiJson::new(openapi);
     let router = router
         .route(
             "/openapi.json",
-            get(openapi::openapi_json).layer(Extension(spec)),
+            get(openapi::openapi_json).layer(Extension(spec.clone())),
         )
         .fallback(route_not_found);
     // Every metric handle, the request metrics of each route and method the router serves among them,
     // registered once (the exporter is installed by now).
     if !config.no_telemetry {
         let mut endpoints = vec![(UNMATCHED_ROUTE, Method::GET)];
-        for (path, item) in &openapi.paths.paths {
+        for (path, item) in &spec.document().paths.paths {
             for (method, operation) in [
                 (Method::GET, &item.get),
                 (Method::POST, &item.post),
@@ -195,7 +192,7 @@ pub fn build(config: &Config, store: DynStore, runtime: Runtime) -> App {
         router,
         peer_addresses,
         store,
-        openapi,
+        openapi: spec,
         background,
     }
 }

@@ -3,6 +3,8 @@
 //! carries by way of the shared layers (the request id, `Retry-After` on 429 and 503,
 //! `WWW-Authenticate` on 401) is added here once ([`SharedHeaders`]), not repeated per handler.
 
+use std::sync::{Arc, OnceLock};
+
 use axum::Extension;
 use axum::body::Bytes;
 use axum::http::header;
@@ -44,15 +46,32 @@ pub fn finish(openapi: &mut utoipa::openapi::OpenApi) {
     SharedHeaders.modify(openapi);
 }
 
-/// The document, serialized once when the router is built (it is fixed for the life of the process).
-#[derive(Debug, Clone)]
-pub struct OpenApiJson(pub Bytes);
+/// The finished document, serialized once, on the first request for it (it is fixed for the life of
+/// the process, and most processes, a Lambda sandbox above all, never serve it).
+#[derive(Clone)]
+pub struct OpenApiJson(Arc<(utoipa::openapi::OpenApi, OnceLock<Bytes>)>);
+
+impl OpenApiJson {
+    pub fn new(document: utoipa::openapi::OpenApi) -> Self {
+        Self(Arc::new((document, OnceLock::new())))
+    }
+
+    pub fn document(&self) -> &utoipa::openapi::OpenApi {
+        &self.0.0
+    }
+
+    fn json(&self) -> Bytes {
+        let (document, json) = &*self.0;
+        json.get_or_init(|| Bytes::from(serde_json::to_vec(document).unwrap_or_default()))
+            .clone()
+    }
+}
 
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "ops",
     responses((status = 200, description = "The OpenAPI 3.1 document of this API", body = serde_json::Value, content_type = "application/json")))]
-pub async fn openapi_json(Extension(OpenApiJson(spec)): Extension<OpenApiJson>) -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], spec).into_response()
+pub async fn openapi_json(Extension(spec): Extension<OpenApiJson>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], spec.json()).into_response()
 }
 
 /// The admin token scheme (only `PUT /saved` requires it) and, for everything else, no security at
