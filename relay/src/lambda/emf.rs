@@ -43,7 +43,9 @@ struct Inner {
     namespace: &'static str,
     /// The dimension on every metric, with its value (`env`).
     dimension: (&'static str, String),
-    series: Mutex<BTreeMap<Key, Cell>>,
+    /// By key: a hash map, as a key carries its hash (registering the router's handles into a B-tree
+    /// compared keys label by label, 0.6 M instructions of every Lambda init).
+    series: Mutex<HashMap<Key, Cell>>,
     units: Mutex<HashMap<String, &'static str>>,
     /// Members of every document that are not metrics (the invocation's request id).
     properties: Mutex<BTreeMap<&'static str, String>>,
@@ -319,6 +321,8 @@ impl Emf {
                 });
             }
         }
+        // In key order, as documents are packed first-fit: the same samples make the same documents.
+        samples.sort_by(|a, b| (&a.name, &a.labels).cmp(&(&b.name, &b.labels)));
         samples
     }
 }
