@@ -1,10 +1,10 @@
 //! Metric handles, registered once when the router is built ([`register`]) and kept for the life of the
 //! process, like the recorder they belong to: the request metrics of every route and method the router
 //! serves, the duration of every store operation on the backend it serves from, and each unlabelled
-//! counter. Events
-//! update them without building a label or looking one up in the recorder's registry. A label set
-//! outside them (a method a route does not take, answered 405) goes through the registry, still from a
-//! bounded set: route templates, the method labels below, five status classes.
+//! counter. Events update them without building a label or looking one up in the recorder's registry.
+//! A label set outside them (a method a route does not take, answered 405; another backend's store)
+//! goes through the registry, still from a bounded set: route templates, the method labels below, five
+//! status classes, the backends.
 //!
 //! Handles exist only once an exporter is installed (a handle taken before would stay a no-op), so
 //! `register` runs after it, and before that (or with telemetry off) events use the registry.
