@@ -78,8 +78,6 @@ pub enum Backend {
 }
 
 impl Backend {
-    pub const ALL: [Backend; 3] = [Self::Memory, Self::Sqlite, Self::Dynamodb];
-
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Memory => "memory",
