@@ -1,6 +1,7 @@
 //! The API round trip: create a message with a short TTL and a canary marker, read it back and compare,
-//! read the count (once more after a pause if it is 0), delete it. If any step after the create fails, the probe still tries the delete, and
-//! the 60 s TTL removes the message even if that fails too: a canary must never leave data behind.
+//! read the count (once more after a pause if it is 0), delete it. If any step after the create
+//! fails, the probe still tries the delete, and the 60 s TTL removes the message even if that fails
+//! too: a canary must never leave data behind.
 //!
 //! It must never check that a read after the delete is 404: with several relay instances each holding
 //! a read cache, another instance may serve the deleted message for up to its cache TTL (see README,

@@ -66,7 +66,9 @@ impl From<&Message> for MessageResource {
 /// The number of stored messages.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MessageCount {
-    /// Exact for creates and deletes; may include messages that expired within the last sweep interval.
+    /// Exact for creates and deletes (each is counted once); may include messages that expired within
+    /// the last sweep interval. On DynamoDB it is read eventually consistent, so the creates and
+    /// deletes of the last moment (usually well under a second) may not be in it yet.
     pub count: u64,
 }
 

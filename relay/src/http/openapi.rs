@@ -49,21 +49,28 @@ pub fn finish(openapi: &mut utoipa::openapi::OpenApi) {
 /// The finished document, serialized once, on the first request for it (it is fixed for the life of
 /// the process, and most processes, a Lambda sandbox above all, never serve it).
 #[derive(Clone)]
-pub struct OpenApiJson(Arc<(utoipa::openapi::OpenApi, OnceLock<Bytes>)>);
+pub struct OpenApiJson(Arc<Document>);
+
+struct Document {
+    document: utoipa::openapi::OpenApi,
+    json: OnceLock<Bytes>,
+}
 
 impl OpenApiJson {
     pub fn new(document: utoipa::openapi::OpenApi) -> Self {
-        Self(Arc::new((document, OnceLock::new())))
+        Self(Arc::new(Document {
+            document,
+            json: OnceLock::new(),
+        }))
     }
 
     pub fn document(&self) -> &utoipa::openapi::OpenApi {
-        &self.0.0
+        &self.0.document
     }
 
     fn json(&self) -> Bytes {
-        let (document, json) = &*self.0;
-        json.get_or_init(|| Bytes::from(serde_json::to_vec(document).unwrap_or_default()))
-            .clone()
+        let serialize = || Bytes::from(serde_json::to_vec(&self.0.document).unwrap_or_default());
+        self.0.json.get_or_init(serialize).clone()
     }
 }
 

@@ -63,7 +63,7 @@ impl InstrumentedStore {
             otel::failed(&span, "store fault");
         }
         StoreOperationCompleted {
-            backend: self.inner.backend(),
+            backend: kind,
             op,
             latency: start.elapsed(),
             error: result.as_ref().err(),

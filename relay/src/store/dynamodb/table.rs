@@ -1,5 +1,6 @@
 //! The table as the DynamoDB store uses it: a client and a table name, and the calls every store
-//! operation (and the sweeper) is built from: a `GetItem`, a transaction retried on contention, the transaction items (put, delete, counter shard), the counter sum and the log query.
+//! operation (and the sweeper) is built from: a `GetItem`, a transaction retried on contention, the
+//! transaction items (put, delete, counter shard), the counter sum and the log query.
 //! Knows the schema's names, not the `Store` contract.
 
 use std::sync::Arc;
