@@ -20,7 +20,14 @@ def _value(value: AnyValue):
 
 
 def _attributes(pairs) -> dict:
-    return {pair.key: _value(pair.value) for pair in pairs}
+    """The attributes as a dict; a key set twice is an error (the OTLP spec requires unique keys, and a
+    dict would keep one of the two values silently)."""
+    attributes = {}
+    for pair in pairs:
+        if pair.key in attributes:
+            raise ValueError(f"attribute {pair.key!r} twice: {attributes[pair.key]!r} and {_value(pair.value)!r}")
+        attributes[pair.key] = _value(pair.value)
+    return attributes
 
 
 class OtlpReceiver:
@@ -29,6 +36,8 @@ class OtlpReceiver:
 
     def __init__(self):
         self.spans: list[dict] = []
+        # Spans the receiver could not take as valid OTLP (each with why); kept out of `spans`.
+        self.malformed: list[str] = []
         self.requests = 0
         self._lock = threading.Lock()
         receiver = self
@@ -65,6 +74,11 @@ class OtlpReceiver:
                 resource = _attributes(resource_spans.resource.attributes)
                 for scope_spans in resource_spans.scope_spans:
                     for span in scope_spans.spans:
+                        try:
+                            attributes = _attributes(span.attributes)
+                        except ValueError as why:
+                            self.malformed.append(f"span {span.name!r}: {why}")
+                            continue
                         self.spans.append({
                             "trace_id": span.trace_id.hex(),
                             "span_id": span.span_id.hex(),
@@ -72,7 +86,7 @@ class OtlpReceiver:
                             "name": span.name,
                             "kind": Span.SpanKind.Name(span.kind),
                             "status": Status.StatusCode.Name(span.status.code),
-                            "attributes": _attributes(span.attributes),
+                            "attributes": attributes,
                             "events": [{"name": e.name, "attributes": _attributes(e.attributes)} for e in span.events],
                             "resource": resource,
                         })

@@ -94,7 +94,7 @@ def run() -> dict:
     (OUT / "spans.json").write_text(json.dumps(receiver.spans, indent=1))
     probes = [json.loads(line) for line in canary.stderr.splitlines()
               if line.startswith("{") and json.loads(line).get("message") == "Probe completed."]
-    return {"spans": receiver.spans, "lines": lines, "probes": probes}
+    return {"spans": receiver.spans, "malformed": receiver.malformed, "lines": lines, "probes": probes}
 
 
 def test_every_probe_s_trace_has_the_relay_s_server_spans_as_children_of_the_canary(run):
@@ -108,6 +108,16 @@ def test_every_probe_s_trace_has_the_relay_s_server_spans_as_children_of_the_can
             assert span["parent_span_id"] not in {s["span_id"] for s in run["spans"]}, "a remote parent"
     assert all(s["resource"].get("service.name") == "relay" for s in run["spans"])
     assert all(s["resource"].get("service.version") for s in run["spans"])
+
+
+def test_attributes_are_named_once_and_none_repeats_what_the_span_itself_says(run):
+    assert run["malformed"] == [], "every attribute key is unique in its span (the OTLP spec's rule)"
+    for span in run["spans"]:
+        # The ids are the span's own, method and route are `http.request.method` and `http.route`, the
+        # store's fields `db.operation.name` and `db.system`: the log lines' names are not exported again.
+        repeated = {"trace_id", "span_id", "method", "route", "op", "backend"} & span["attributes"].keys()
+        assert not repeated, span
+    assert any(s["attributes"].get("request_id") for s in _servers(run["spans"])), "the pivot to the log lines"
 
 
 def test_server_spans_carry_method_route_and_status(run):
@@ -211,7 +221,7 @@ def on_lambda() -> dict:
         receiver.close()
     (OUT / "lambda-spans.json").write_text(json.dumps(receiver.spans, indent=1))
     lines = [json.loads(line.text) for line in sandbox.lines if line.text.startswith('{"timestamp"')]
-    return {**seen, "lines": lines}
+    return {**seen, "lines": lines, "malformed": receiver.malformed}
 
 
 def test_on_lambda_an_invocation_s_spans_are_exported_before_it_returns_in_the_x_ray_trace(on_lambda):
@@ -225,6 +235,8 @@ def test_on_lambda_an_invocation_s_spans_are_exported_before_it_returns_in_the_x
               and line["route"] == "/messages" and line["method"] == "GET"]
     assert (line["trace_id"], line["span_id"]) == (server["trace_id"], server["span_id"])
     assert line["xray_trace_id"] == XRAY_ROOT
+    assert on_lambda["malformed"] == [], "every attribute key is unique in its span"
+    assert server["attributes"].get("xray_trace_id") == XRAY_ROOT, server
 
 
 def test_on_lambda_a_traceparent_wins_over_the_runtime_s_x_ray_trace(on_lambda):

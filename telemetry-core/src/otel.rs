@@ -7,7 +7,9 @@
 //!
 //! tracing-opentelemetry turns tracing spans into OpenTelemetry spans and the events inside them into
 //! span events; a span's `otel.name` and `otel.kind` fields name it and set its kind (the JSON layer
-//! never writes them). [`join`] makes a request's span a child of the caller's ([`RequestTrace`]) and
+//! never writes them). A span's other fields are its attributes, each key once, under the names the
+//! service gives ([`AttributeNames`]: the semantic conventions' where a log field means the same).
+//! [`join`] makes a request's span a child of the caller's ([`RequestTrace`]) and
 //! returns the ids it is exported with, which the service writes on its log lines.
 //!
 //! Export is batched on a thread of the SDK's own, off the request path. A process that may be frozen
@@ -23,7 +25,10 @@ use opentelemetry::trace::{
 use opentelemetry::{Context, Key, KeyValue, Value};
 use opentelemetry_otlp::{Protocol, RetryPolicy, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{
+    BatchSpanProcessor, Sampler, SdkTracerProvider, Span, SpanData, SpanProcessor,
+};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::DynFilterFn;
@@ -67,8 +72,14 @@ pub enum Export {
     Flushed,
 }
 
+/// How a span's tracing fields are named among its exported attributes, where they differ: a field
+/// listed is exported under the semantic-convention name given, or not at all (`None`: its value is
+/// what the span itself already says, such as its ids, which the log lines need as fields). Every
+/// other field is exported under its own name.
+pub type AttributeNames = &'static [(&'static str, Option<&'static str>)];
+
 /// The layer that exports `service`'s spans, when an endpoint is configured (the first call only);
-/// says on stderr why not when the exporter cannot be made.
+/// says on stderr why not when the exporter cannot be made. Attributes are named by `names`.
 ///
 /// Which spans it sees is decided before they are made, so a request that is not exported costs
 /// nothing here: a root span is exported only if its call site declares `otel.kind` (the service makes
@@ -80,6 +91,7 @@ pub fn layer<S>(
     version: &'static str,
     export: Export,
     span_event: fn(&tracing::Metadata<'_>) -> bool,
+    names: AttributeNames,
 ) -> Option<impl Layer<S>>
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
@@ -112,7 +124,10 @@ where
         .build();
     let sampling = Sampling::from_env();
     let provider = SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
+        .with_span_processor(Attributes {
+            names,
+            next: BatchSpanProcessor::builder(exporter).build(),
+        })
         .with_resource(resource)
         // The decision is ours ([`exports`]), made before the span is: what reaches the SDK is kept.
         .with_sampler(Sampler::AlwaysOn)
@@ -141,6 +156,60 @@ where
             .with_context_activation(false)
             .with_filter(DynFilterFn::new(seen)),
     )
+}
+
+/// Between a span's end and the batch exporter: its attributes named by `names`, each key once. A field
+/// recorded after the span was made (its ids, once [`join`] knows them) is appended by
+/// tracing-opentelemetry, not replaced, and the OTLP spec wants every key once: the last value wins.
+#[derive(Debug)]
+struct Attributes<P> {
+    names: AttributeNames,
+    next: P,
+}
+
+impl<P> Attributes<P> {
+    fn tidy(&self, attributes: Vec<KeyValue>) -> Vec<KeyValue> {
+        let mut kept: Vec<KeyValue> = Vec::with_capacity(attributes.len());
+        for mut attribute in attributes.into_iter().rev() {
+            match self
+                .names
+                .iter()
+                .find(|(field, _)| *field == attribute.key.as_str())
+            {
+                Some((_, None)) => continue,
+                Some((_, Some(name))) => attribute.key = Key::from_static_str(name),
+                None => {}
+            }
+            if !kept.iter().any(|k| k.key == attribute.key) {
+                kept.push(attribute);
+            }
+        }
+        kept.reverse();
+        kept
+    }
+}
+
+impl<P: SpanProcessor> SpanProcessor for Attributes<P> {
+    fn on_start(&self, span: &mut Span, cx: &Context) {
+        self.next.on_start(span, cx);
+    }
+
+    fn on_end(&self, mut span: SpanData) {
+        span.attributes = self.tidy(std::mem::take(&mut span.attributes));
+        self.next.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.next.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: std::time::Duration) -> OTelSdkResult {
+        self.next.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.next.set_resource(resource);
+    }
 }
 
 /// Which requests are exported: the standard `OTEL_TRACES_SAMPLER` (`always_on`, `always_off`,
@@ -334,6 +403,35 @@ mod tests {
                 "{sampler} {arg:?}"
             );
         }
+    }
+
+    #[test]
+    fn attributes_are_renamed_or_left_out_by_the_table_and_a_key_set_twice_keeps_its_last_value() {
+        let tidy = Attributes {
+            names: &[("route", Some("http.route")), ("span_id", None)],
+            next: (),
+        };
+        let attributes = [
+            ("request_id", "r-1"),
+            ("route", "/messages"),
+            ("span_id", "made-before-the-join"),
+            ("trace_id", "made-before-the-join"),
+            ("trace_id", "the-exported-one"),
+            ("span_id", "the-exported-one"),
+        ]
+        .map(|(k, v)| KeyValue::new(k, v));
+        let tidied: Vec<(String, String)> = tidy
+            .tidy(attributes.to_vec())
+            .into_iter()
+            .map(|kv| (kv.key.to_string(), kv.value.to_string()))
+            .collect();
+        let expected = [
+            ("request_id", "r-1"),
+            ("http.route", "/messages"),
+            ("trace_id", "the-exported-one"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        assert_eq!(tidied, expected);
     }
 
     #[test]

@@ -95,7 +95,7 @@ pub fn init_logging(config: &Config, runtime: Runtime) -> LogGuard {
         Runtime::Server => otel::Export::Background,
         Runtime::Lambda => otel::Export::Flushed,
     };
-    let spans = otel::layer(SERVICE, VERSION, export, span_event);
+    let spans = otel::layer(SERVICE, VERSION, export, span_event, ATTRIBUTE_NAMES);
     // Both layers and both filters are optional rather than boxed, so each span and event reaches
     // them without a virtual call; exactly one of each pair is present.
     let (json, pretty) = match config.log_format {
@@ -176,6 +176,18 @@ pub fn init_logging(config: &Config, runtime: Runtime) -> LogGuard {
 fn span_event(line: &tracing::Metadata<'_>) -> bool {
     *line.level() <= tracing::Level::WARN || line.target() == ATTEMPTS_TARGET
 }
+
+/// The request and store spans' fields under their OpenTelemetry names: method, route and the store's
+/// operation and backend by the semantic conventions; the ids, which the lines carry as fields, are the
+/// exported span's own. Any other field (`request_id`, `xray_trace_id`, `problem`) keeps its name.
+const ATTRIBUTE_NAMES: otel::AttributeNames = &[
+    ("trace_id", None),
+    ("span_id", None),
+    ("method", Some("http.request.method")),
+    ("route", Some("http.route")),
+    ("op", Some("db.operation.name")),
+    ("backend", Some("db.system")),
+];
 
 /// The server's paced log writer, for [`take_dropped_log_lines`].
 static LOG_WRITER: OnceLock<PacedWriter> = OnceLock::new();

@@ -59,7 +59,7 @@ pub fn span(request_id: &str, method: &Method, route: &str, trace: &RequestTrace
     // or not is decided first: only an exported request's call site declares `otel.kind`, the
     // OpenTelemetry layer sees no other (telemetry-core's `otel::layer`).
     macro_rules! request_span {
-        ($($otel:tt)*) => {
+        ($trace_id:expr, $span_id:expr; $($otel:tt)*) => {
             tracing::error_span!(
                 parent: None,
                 SPAN_NAME,
@@ -69,8 +69,8 @@ pub fn span(request_id: &str, method: &Method, route: &str, trace: &RequestTrace
                 sampled = sampled().then_some(true),
                 cold_start = tracing::field::Empty,
                 problem = tracing::field::Empty,
-                trace_id = trace.trace_id.hex().as_str(),
-                span_id = trace.span_id.hex().as_str(),
+                trace_id = $trace_id,
+                span_id = $span_id,
                 xray_trace_id = trace.xray_root.as_deref(),
                 $($otel)*
             )
@@ -78,17 +78,17 @@ pub fn span(request_id: &str, method: &Method, route: &str, trace: &RequestTrace
     }
     let span = if otel::exports(trace) {
         // A server span `METHOD ROUTE`, a child of the caller's; its ids are the ones on the lines.
-        let method = method_label(method);
-        let span =
-            request_span!("otel.kind" = "server", "otel.name" = %format_args!("{method} {route}"));
-        otel::attribute(&span, "http.request.method", method);
-        otel::attribute(&span, "http.route", route.to_owned());
+        // Its fields are its attributes, under their semantic-convention names (`super::ATTRIBUTE_NAMES`);
+        // its ids are known once it is made.
+        let name = format_args!("{} {route}", method_label(method));
+        let empty = tracing::field::Empty;
+        let span = request_span!(empty, empty; "otel.kind" = "server", "otel.name" = %name);
         let (trace_id, span_id) = otel::join(&span, trace);
         span.record("trace_id", trace_id.hex().as_str());
         span.record("span_id", span_id.hex().as_str());
         span
     } else {
-        request_span!()
+        request_span!(trace.trace_id.hex().as_str(), trace.span_id.hex().as_str();)
     };
     if let Some(cold) = cold_start() {
         span.record("cold_start", cold);

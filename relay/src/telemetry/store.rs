@@ -54,8 +54,6 @@ impl InstrumentedStore {
         } else {
             tracing::Span::none()
         };
-        otel::attribute(&span, "db.system", backend);
-        otel::attribute(&span, "db.operation.name", name);
         let result = call.instrument(span.clone()).await;
         if result.as_ref().is_err_and(|e| e.is_fault()) {
             self.faults
