@@ -168,24 +168,29 @@ struct Attributes<P> {
 }
 
 impl<P> Attributes<P> {
-    fn tidy(&self, attributes: Vec<KeyValue>) -> Vec<KeyValue> {
-        let mut kept: Vec<KeyValue> = Vec::with_capacity(attributes.len());
-        for mut attribute in attributes.into_iter().rev() {
-            match self
-                .names
-                .iter()
-                .find(|(field, _)| *field == attribute.key.as_str())
-            {
-                Some((_, None)) => continue,
-                Some((_, Some(name))) => attribute.key = Key::from_static_str(name),
-                None => {}
+    fn tidy(&self, attributes: &mut Vec<KeyValue>) {
+        attributes.retain_mut(|attribute| {
+            let key = attribute.key.as_str();
+            match self.names.iter().find(|(field, _)| *field == key) {
+                Some((_, None)) => false,
+                Some((_, Some(name))) => {
+                    attribute.key = Key::from_static_str(name);
+                    true
+                }
+                None => true,
             }
-            if !kept.iter().any(|k| k.key == attribute.key) {
-                kept.push(attribute);
+        });
+        let mut at = 0;
+        while at < attributes.len() {
+            if attributes[at + 1..]
+                .iter()
+                .any(|later| later.key == attributes[at].key)
+            {
+                attributes.remove(at);
+            } else {
+                at += 1;
             }
         }
-        kept.reverse();
-        kept
     }
 }
 
@@ -195,7 +200,7 @@ impl<P: SpanProcessor> SpanProcessor for Attributes<P> {
     }
 
     fn on_end(&self, mut span: SpanData) {
-        span.attributes = self.tidy(std::mem::take(&mut span.attributes));
+        self.tidy(&mut span.attributes);
         self.next.on_end(span);
     }
 
@@ -420,8 +425,9 @@ mod tests {
             ("span_id", "the-exported-one"),
         ]
         .map(|(k, v)| KeyValue::new(k, v));
-        let tidied: Vec<(String, String)> = tidy
-            .tidy(attributes.to_vec())
+        let mut attributes = attributes.to_vec();
+        tidy.tidy(&mut attributes);
+        let tidied: Vec<(String, String)> = attributes
             .into_iter()
             .map(|kv| (kv.key.to_string(), kv.value.to_string()))
             .collect();
