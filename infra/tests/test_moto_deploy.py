@@ -502,14 +502,19 @@ def _package_stand_in_release(d: dict, env: str, tool, tmp_path: Path, marker: s
 
 
 def _deploy_app(d: dict, env: str, packaged: Path) -> None:
-    """What scripts/deploy.sh's `aws cloudformation deploy` does to the app stack (moto cannot run that
-    command to the end; see the module docstring): update it to the packaged template."""
+    """What scripts/deploy.sh's `aws cloudformation deploy --no-fail-on-empty-changeset` does to the app
+    stack (moto cannot run that command to the end; see the module docstring): update it to the packaged
+    template, where deploying the template the stack already runs changes nothing and is no error."""
     cf = d["client"]("cloudformation")
     name = stack_name("app", env)
     params = [{"ParameterKey": p["ParameterKey"], "UsePreviousValue": True}
               for p in cf.describe_stacks(StackName=name)["Stacks"][0]["Parameters"]]
-    cf.update_stack(StackName=name, TemplateBody=(packaged / "relay.yaml").read_text(), Parameters=params,
-                    Capabilities=["CAPABILITY_IAM"])
+    try:
+        cf.update_stack(StackName=name, TemplateBody=(packaged / "relay.yaml").read_text(), Parameters=params,
+                        Capabilities=["CAPABILITY_IAM"])
+    except cf.exceptions.ClientError as error:
+        if "No updates are to be performed" not in str(error):
+            raise
 
 
 def _code(d: dict, env: str) -> str:
