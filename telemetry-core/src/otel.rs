@@ -159,8 +159,8 @@ where
 }
 
 /// Between a span's end and the batch exporter: its attributes named by `names`, each key once. A field
-/// recorded after the span was made (its ids, once [`join`] knows them) is appended by
-/// tracing-opentelemetry, not replaced, and the OTLP spec wants every key once: the last value wins.
+/// recorded again after the span was made is appended by tracing-opentelemetry, not replaced, and the
+/// OTLP spec wants every key once: the last value wins.
 #[derive(Debug)]
 struct Attributes<P> {
     names: AttributeNames,
