@@ -117,7 +117,6 @@ def test_attributes_are_named_once_and_none_repeats_what_the_span_itself_says(ru
         # store's fields `db.operation.name` and `db.system`: the log lines' names are not exported again.
         repeated = {"trace_id", "span_id", "method", "route", "op", "backend"} & span["attributes"].keys()
         assert not repeated, span
-    assert any(s["attributes"].get("request_id") for s in _servers(run["spans"])), "the pivot to the log lines"
 
 
 def test_server_spans_carry_method_route_and_status(run):
@@ -175,10 +174,15 @@ def test_a_failed_request_is_an_error_span_with_its_failed_attempts_and_a_client
 
 def test_the_relay_s_lines_show_the_ids_of_the_exported_spans(run):
     requests = [line for line in run["lines"] if line.get("message") in ("Request finished.", "Request failed.")]
-    exported = {(s["trace_id"], s["span_id"]) for s in _servers(run["spans"])}
+    exported = {(s["trace_id"], s["span_id"]): s for s in _servers(run["spans"])}
     assert len(requests) == len(exported), "one server span per request"
     for line in requests:
         assert (line["trace_id"], line["span_id"]) in exported, line
+        # And back: a span found in the collector names the request's id, the pivot to its lines.
+        span = exported[(line["trace_id"], line["span_id"])]
+        assert span["attributes"]["request_id"] == line["request_id"], (span, line)
+        assert (span["attributes"]["http.route"], span["attributes"]["http.request.method"]) == \
+            (line["route"], line["method"]), (span, line)
     for line in run["lines"]:
         assert not any(key.startswith("otel.") for key in line), line
     buffered = [line for line in run["lines"] if line.get("trace_id") == OUTAGE[0] and line["level"] == "DEBUG"]
