@@ -71,11 +71,12 @@ class OtlpReceiver:
         with self._lock:
             self.requests += 1
             for resource_spans in export.resource_spans:
-                resource = _attributes(resource_spans.resource.attributes)
                 for scope_spans in resource_spans.scope_spans:
                     for span in scope_spans.spans:
-                        try:
+                        try:  # a key twice in the span, one of its events or its resource
+                            resource = _attributes(resource_spans.resource.attributes)
                             attributes = _attributes(span.attributes)
+                            events = [{"name": e.name, "attributes": _attributes(e.attributes)} for e in span.events]
                         except ValueError as why:
                             self.malformed.append(f"span {span.name!r}: {why}")
                             continue
@@ -87,7 +88,7 @@ class OtlpReceiver:
                             "kind": Span.SpanKind.Name(span.kind),
                             "status": Status.StatusCode.Name(span.status.code),
                             "attributes": attributes,
-                            "events": [{"name": e.name, "attributes": _attributes(e.attributes)} for e in span.events],
+                            "events": events,
                             "resource": resource,
                         })
 
